@@ -1,0 +1,1 @@
+"""Neural-network layers: recurrent cells and scans, Transformer blocks, embeddings."""
