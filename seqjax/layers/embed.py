@@ -1,0 +1,51 @@
+"""Token embeddings and positional encodings."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_000.0) -> np.ndarray:
+  """[length, features] encodings of Vaswani et al. 2017, sec. 3.5, interleaved as written:
+
+      PE(pos, 2i)   = sin(pos / max_timescale^(2i / features))
+      PE(pos, 2i+1) = cos(pos / max_timescale^(2i / features))
+  """
+  if features % 2:
+    raise ValueError(f'Sinusoidal positions need an even number of features; got {features}.')
+  positions = np.arange(length, dtype=np.float64)[:, None]  # [length, 1]
+  even = np.arange(0, features, 2, dtype=np.float64)  # the 2i of the formula, [features / 2]
+  angles = positions / max_timescale ** (even / features)  # [length, features / 2]
+  encoding = np.empty((length, features), dtype=np.float32)
+  encoding[:, 0::2] = np.sin(angles)
+  encoding[:, 1::2] = np.cos(angles)
+  return encoding
+
+
+class Embed(nn.Module):
+  """A token table shared by the encoder, the decoder and the output projection.
+
+  Lookups are scaled by sqrt(features) (Vaswani et al. 2017, sec. 3.4); `attend` gives the logits
+  of the tied output projection. The table is initialised with std features^-1/2 so that the
+  scaled lookup has unit variance.
+  """
+  vocab_size: int
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    init = nn.initializers.normal(stddev=self.features**-0.5)
+    self.table = nn.Embed(
+        self.vocab_size, self.features, dtype=self.dtype,
+        embedding_init=nn.with_logical_partitioning(init, ('vocab', 'embed')))
+
+  def __call__(self, ids: Array) -> Array:
+    """ids [b, t] -> [b, t, e]."""
+    return self.table(ids) * jnp.sqrt(self.features).astype(self.dtype)
+
+  def attend(self, x: Array) -> Array:
+    """x [b, t, e] -> logits [b, t, v] in float32."""
+    return self.table.attend(x).astype(jnp.float32)

@@ -1,0 +1,21 @@
+"""The model registry: configs name a model (`model.name`), the trainer builds it from here."""
+
+import flax.linen as nn
+
+from seqjax.models import transformer
+
+MODELS: dict[str, type[nn.Module]] = {
+    'transformer': transformer.Transformer,
+}
+
+# Module fields that the trainer sets (from the tokenizer and `config.dtype`) or that flax owns;
+# every other field of a model class is a hyper-parameter declared in the config's `model` section.
+RUNTIME_FIELDS = frozenset({'vocab_size', 'dtype', 'parent', 'name'})
+
+
+def get(name: str) -> type[nn.Module]:
+  """The model class registered as `name`."""
+  try:
+    return MODELS[name]
+  except KeyError:
+    raise ValueError(f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}.') from None

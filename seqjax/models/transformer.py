@@ -1,0 +1,102 @@
+"""The encoder-decoder Transformer of Vaswani et al. 2017, "Attention Is All You Need".
+
+As written in the paper: sinusoidal positions (sec. 3.5), one embedding table shared by the
+encoder, the decoder and the pre-softmax projection, scaled by sqrt(d_model) (sec. 3.4),
+post-LN residual blocks (pre-LN as an option), and dropout on every sub-layer output and on the
+embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
+
+Shape legend: b batch, s source length, t target length, e model dim, v vocab.
+Token id 0 is padding and doubles as the decoder's start symbol (targets are shifted right).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqjax import attention
+from seqjax.layers import embed
+from seqjax.layers import transformer as blocks
+
+Array = jax.Array
+
+# The paper's Table 3 rows "base" and "big"; the big model's dropout 0.3 is its En-De value.
+PRESETS = {
+    'base': dict(num_encoder_layers=6, num_decoder_layers=6, embed_dim=512, num_heads=8,
+                 mlp_dim=2048, dropout_rate=0.1),
+    'big': dict(num_encoder_layers=6, num_decoder_layers=6, embed_dim=1024, num_heads=16,
+                mlp_dim=4096, dropout_rate=0.3),
+}
+
+
+def shift_right(targets: Array) -> Array:
+  """[b, t] -> [b, t]: the decoder's inputs, a 0 (start) followed by targets[:, :-1]."""
+  return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+
+
+class Transformer(nn.Module):
+  """Encoder-decoder Transformer. `__call__` gives teacher-forced logits for training."""
+  vocab_size: int
+  num_encoder_layers: int = 6
+  num_decoder_layers: int = 6
+  embed_dim: int = 512
+  num_heads: int = 8
+  mlp_dim: int = 2048
+  dropout_rate: float = 0.1
+  pre_ln: bool = False
+  attention: str = 'dot_product'
+  max_length: int = 1024  # longest source or target sequence accepted
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype, name='embed')
+    block_args = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                      dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
+                      attention=self.attention, dtype=self.dtype)
+    self.encoder_blocks = [blocks.EncoderBlock(**block_args, name=f'encoder_{i}')
+                           for i in range(self.num_encoder_layers)]
+    self.decoder_blocks = [blocks.DecoderBlock(**block_args, name=f'decoder_{i}')
+                           for i in range(self.num_decoder_layers)]
+    if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
+      self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype)
+      self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
+    self.dropout = nn.Dropout(self.dropout_rate)
+
+  def _embed_with_positions(self, ids: Array, deterministic: bool) -> Array:
+    """ids [b, t] -> [b, t, e]: scaled token embedding + sinusoidal position, then dropout."""
+    length = ids.shape[1]
+    if length > self.max_length:
+      raise ValueError(f'Sequence length {length} is over the model maximum '
+                       f'max_length={self.max_length}.')
+    positions = embed.sinusoidal_positions(length, self.embed_dim)  # [t, e]
+    x = self.embed(ids) + jnp.asarray(positions, self.dtype)[None]
+    return self.dropout(x, deterministic=deterministic)
+
+  def encode(self, inputs: Array, *, deterministic: bool = True) -> Array:
+    """inputs [b, s] token ids (0 = padding) -> encoded [b, s, e]."""
+    x = self._embed_with_positions(inputs, deterministic)
+    mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]: no query attends to padding
+    for block in self.encoder_blocks:
+      x = block(x, mask, deterministic)
+    return self.encoder_norm(x) if self.pre_ln else x
+
+  def decode(self, encoded: Array, inputs: Array, decoder_inputs: Array, *,
+             deterministic: bool = True) -> Array:
+    """Logits [b, t, v] (float32) for decoder_inputs [b, t] given encoded [b, s, e].
+
+    Position i sees decoder_inputs[:, :i+1] only. Padding after a target's end needs no mask of
+    its own: the causal mask keeps real positions from reading it, and the loss ignores it.
+    """
+    x = self._embed_with_positions(decoder_inputs, deterministic)
+    length = decoder_inputs.shape[1]
+    self_mask = attention.causal_mask(length)  # [1, 1, t, t]
+    cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
+    for block in self.decoder_blocks:
+      x = block(x, encoded, self_mask, cross_mask, deterministic)
+    if self.pre_ln:
+      x = self.decoder_norm(x)
+    return self.embed.attend(x)
+
+  def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True) -> Array:
+    """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s]."""
+    encoded = self.encode(inputs, deterministic=deterministic)
+    return self.decode(encoded, inputs, shift_right(targets), deterministic=deterministic)
