@@ -1,0 +1,80 @@
+"""SentencePiece tokenization, trained from a dataset's training split and cached in the workdir.
+
+Ids 0, 1, 2 are padding (also the decoder's start symbol), end of sequence and unknown.
+"""
+
+import io
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+MODEL_TYPES = ('unigram', 'bpe', 'char', 'word')
+
+
+class Tokenizer:
+  """A SentencePiece model with the project's special ids."""
+
+  def __init__(self, model_proto: bytes):
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    self.model_proto = model_proto
+    if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (PAD_ID, EOS_ID, UNK_ID):
+      raise ValueError('SentencePiece model must use pad=0, eos=1, unk=2; got '
+                       f'{self._sp.pad_id()}, {self._sp.eos_id()}, {self._sp.unk_id()}.')
+
+  @classmethod
+  def load(cls, path: str) -> 'Tokenizer':
+    with open(path, 'rb') as f:
+      return cls(f.read())
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, without the end-of-sequence id."""
+    return self._sp.encode(list(texts))
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Text of the ids up to the first end-of-sequence; padding ids are dropped."""
+    ids = [int(i) for i in ids]
+    if EOS_ID in ids:
+      ids = ids[:ids.index(EOS_ID)]
+    return self._sp.decode([i for i in ids if i != PAD_ID])
+
+  def pieces(self, ids: Sequence[int]) -> list[str]:
+    return [self._sp.id_to_piece(int(i)) for i in ids]
+
+
+def train(texts: Iterable[str], vocab_size: int, model_type: str) -> Tokenizer:
+  """Trains a SentencePiece model in memory from `texts`."""
+  if model_type not in MODEL_TYPES:
+    raise ValueError(f'Unknown tokenizer {model_type!r}; known: {", ".join(MODEL_TYPES)}.')
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+      model_type=model_type, pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+      character_coverage=1.0, hard_vocab_limit=False, minloglevel=2,
+      num_threads=os.cpu_count() or 1)
+  return Tokenizer(model.getvalue())
+
+
+def load_or_train(path: str, texts: Iterable[str], vocab_size: int, model_type: str,
+                  is_writer: bool = True) -> Tokenizer:
+  """The model at `path` if it exists, else one trained from `texts` and saved there atomically.
+
+  Only the writer process saves; the others train the same model deterministically in memory.
+  """
+  if os.path.exists(path):
+    return Tokenizer.load(path)
+  tokenizer = train(texts, vocab_size, model_type)
+  if is_writer:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path + '.tmp', 'wb') as f:
+      f.write(tokenizer.model_proto)
+    os.replace(path + '.tmp', path)
+  return tokenizer
