@@ -1,0 +1,50 @@
+"""Checkpoints: the train state and the data iterator's position, saved together by orbax.
+
+Saves are asynchronous (training goes on while the files are written) and atomic (orbax writes
+into a temporary directory and renames it once complete), so a crash mid-save leaves the previous
+checkpoint as the latest one.
+"""
+
+from typing import Any, Optional
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves every `every_steps` steps into `directory`, keeping the newest `keep`."""
+
+  def __init__(self, directory: str, every_steps: int, keep: int):
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=every_steps, max_to_keep=keep, create=True,
+        enable_async_checkpointing=True)
+    self._manager = ocp.CheckpointManager(directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator,
+           force: bool = False) -> bool:
+    """Starts an async save if `step` is on the interval (or `force`); True when one started."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=grain.checkpoint.CheckpointSave(data_iterator))
+    return self._manager.save(step, args=args, force=force)
+
+  def restore(self, step: int, abstract_state: Any,
+              data_iterator: Optional[grain.DatasetIterator]) -> Any:
+    """The state saved at `step`, laid out as `abstract_state` (shapes, dtypes and shardings).
+
+    `data_iterator` (when given) is moved to the saved position in place. Shapes that differ from
+    the saved ones raise: a checkpoint is never padded or truncated to fit.
+    """
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def wait(self) -> None:
+    """Blocks until the async saves in flight have been committed."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,134 @@
+"""The one declaration of every configuration key, and the typed view the trainer reads.
+
+Experiment files in `configs/` start from `base_config(model, data)` and override values; they can
+never add a key, because the returned ConfigDict is locked (a typo raises, naming the key). The
+trainer calls `typed(config)` once, at the boundary, and from then on reads frozen dataclasses:
+layers and models never see a ConfigDict.
+
+The trainer-level keys are the fields of the dataclasses below. The `model` section holds `name`
+plus the hyper-parameters of that model class (its dataclass fields); the `data` section holds
+`name` plus the fields of that dataset's config class. Both are read from the registries, so each
+key is declared exactly once, next to the code that uses it.
+"""
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from seqjax import data as data_lib
+from seqjax import models
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  name: str = 'adam'  # adam | adamw | sgd
+  learning_rate: float = 1e-3  # peak rate; the schedule multiplies it
+  # inverse_sqrt: linear warmup, then rate * sqrt(warmup / step) (Vaswani et al. 2017, sec. 5.3,
+  # up to the d_model^-0.5 factor that learning_rate absorbs); also constant | cosine.
+  schedule: str = 'inverse_sqrt'
+  warmup_steps: int = 4000
+  b1: float = 0.9
+  b2: float = 0.98  # the paper's value; optax's default is 0.999
+  eps: float = 1e-9
+  weight_decay: float = 0.0
+  grad_clip_norm: float = 0.0  # global-norm clipping; 0 turns it off
+  accumulation_steps: int = 1  # optax.MultiSteps when > 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  data: int = -1  # -1: all devices not used by the other axes
+  fsdp: int = 1
+  model: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  batch_size: int = 256  # global; the last batch is padded with zero-weight rows
+  num_eval_batches: int = 4  # batches of the eval split for eval_loss; -1 = the whole split
+  num_decode_examples: int = 1000  # eval-split examples decoded at each eval step; 0 = none
+  bleu_tokenize: str = '13a'  # sacrebleu tokenizer name
+  num_plot_examples: int = 4  # attention heatmaps drawn at the end of training
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Every trainer-level key. `model` and `data` are (name, keyword arguments) pairs."""
+  seed: int = 0
+  num_train_steps: int = 1000
+  log_every_steps: int = 50
+  eval_every_steps: int = 500
+  checkpoint_every_steps: int = 500
+  keep_checkpoints: int = 3
+  batch_size: int = 64  # global, across all processes and devices
+  dtype: str = 'float32'  # computation dtype; parameters stay float32
+  label_smoothing: float = 0.1
+  # Logical axis name -> mesh axis (or None). Parameters and activations are annotated with the
+  # logical names; this table alone decides how they are laid out on the mesh.
+  logical_axis_rules: tuple[tuple[str, Any], ...] = (
+      ('batch', ('data', 'fsdp')),
+      ('vocab', 'model'),
+      ('embed', 'fsdp'),
+      ('mlp', 'model'),
+      ('heads', 'model'),
+      ('kv', None),
+      ('length', None),
+  )
+  optimizer: OptimizerConfig = OptimizerConfig()
+  mesh: MeshConfig = MeshConfig()
+  eval: EvalConfig = EvalConfig()
+  model_name: str = 'transformer'
+  model: dict[str, Any] = dataclasses.field(default_factory=dict)
+  data_name: str = 'dates'
+  data: Any = None  # the dataset's own frozen config dataclass
+
+
+def _model_fields(model_name: str) -> dict[str, Any]:
+  """Hyper-parameters of a registered model class: its dataclass fields with defaults."""
+  cls = models.get(model_name)
+  return {f.name: f.default for f in dataclasses.fields(cls)
+          if f.name not in models.RUNTIME_FIELDS and f.default is not dataclasses.MISSING}
+
+
+def base_config(model: str = 'transformer', data: str = 'dates') -> ml_collections.ConfigDict:
+  """A locked ConfigDict with every key declared, for `model` trained on `data`."""
+  config = ml_collections.ConfigDict(dataclasses.asdict(Config()))
+  for key in ('model_name', 'data_name'):
+    del config[key]
+  config.logical_axis_rules = list(Config().logical_axis_rules)
+  config.model = {'name': model, **_model_fields(model)}
+  data_config_cls = data_lib.get(data).config_class
+  config.data = {'name': data, **dataclasses.asdict(data_config_cls())}
+  config.lock()
+  return config
+
+
+def _check_keys(section: str, given: dict[str, Any], allowed: set[str]) -> None:
+  unknown = sorted(set(given) - allowed)
+  if unknown:
+    raise ValueError(
+        f'Unknown key(s) {", ".join(section + "." + k for k in unknown)}; '
+        f'allowed: {", ".join(sorted(allowed))}.')
+
+
+def typed(config: ml_collections.ConfigDict) -> Config:
+  """The ConfigDict as frozen dataclasses; unknown names and keys raise ValueError."""
+  raw = config.to_dict()
+  model_args = dict(raw.pop('model'))
+  data_args = dict(raw.pop('data'))
+  model_name, data_name = model_args.pop('name'), data_args.pop('name')
+  models.get(model_name)  # raises, listing the known models
+  _check_keys('model', model_args, set(_model_fields(model_name)))
+  data_config_cls = data_lib.get(data_name).config_class
+  _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)})
+  sections = {'optimizer': OptimizerConfig, 'mesh': MeshConfig, 'eval': EvalConfig}
+  for key, cls in sections.items():
+    _check_keys(key, raw[key], {f.name for f in dataclasses.fields(cls)})
+    raw[key] = cls(**raw[key])
+  _check_keys('config', raw, {f.name for f in dataclasses.fields(Config)})
+  raw['logical_axis_rules'] = tuple(
+      (name, tuple(axes) if isinstance(axes, list) else axes)
+      for name, axes in raw['logical_axis_rules'])
+  return Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
+                data=data_config_cls(**data_args))

@@ -1,0 +1,51 @@
+"""Optimizers and learning-rate schedules from the config, all optax."""
+
+import jax.numpy as jnp
+import optax
+
+from seqjax import config as config_lib
+
+SCHEDULES = ('constant', 'inverse_sqrt', 'cosine')
+OPTIMIZERS = ('adam', 'adamw', 'sgd')
+
+
+def learning_rate_schedule(cfg: config_lib.OptimizerConfig,
+                           num_train_steps: int) -> optax.Schedule:
+  """Linear warmup to cfg.learning_rate, then the named decay.
+
+  inverse_sqrt is Vaswani et al. 2017, eq. 3: d^-0.5 * min(step^-0.5, step * warmup^-1.5), whose
+  peak d^-0.5 * warmup^-0.5 (reached at step = warmup) is given here as cfg.learning_rate.
+  """
+  warmup = max(cfg.warmup_steps, 1)
+  peak = cfg.learning_rate
+  if cfg.schedule == 'constant':
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
+  if cfg.schedule == 'inverse_sqrt':
+    def inverse_sqrt(count):
+      step = count + 1.0  # optax counts updates from 0; the paper's first step is 1
+      return peak * jnp.minimum(step / warmup, jnp.sqrt(warmup / step))
+    return inverse_sqrt
+  if cfg.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(num_train_steps, warmup + 1))
+  raise ValueError(f'Unknown schedule {cfg.schedule!r}; known: {", ".join(SCHEDULES)}.')
+
+
+def make_optimizer(cfg: config_lib.OptimizerConfig,
+                   num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimizer (with clipping and accumulation when configured) and its schedule."""
+  schedule = learning_rate_schedule(cfg, num_train_steps)
+  if cfg.name == 'adam':
+    optimizer = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+  elif cfg.name == 'adamw':
+    optimizer = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                            weight_decay=cfg.weight_decay)
+  elif cfg.name == 'sgd':
+    optimizer = optax.sgd(schedule, momentum=cfg.b1 or None)
+  else:
+    raise ValueError(f'Unknown optimizer {cfg.name!r}; known: {", ".join(OPTIMIZERS)}.')
+  if cfg.grad_clip_norm > 0:
+    optimizer = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), optimizer)
+  if cfg.accumulation_steps > 1:
+    optimizer = optax.MultiSteps(optimizer, every_k_schedule=cfg.accumulation_steps)
+  return optimizer, schedule

@@ -1,0 +1,328 @@
+"""The one trainer: mesh, sharded state, a jitted train step, evaluation, checkpoints, resume.
+
+`train_and_evaluate(config, workdir)` is the whole program; `evaluate` and `translate` reuse its
+pieces on the latest checkpoint. The ConfigDict becomes typed dataclasses here, once.
+"""
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+from typing import Any, Iterable, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from seqjax import checkpoint as checkpoint_lib
+from seqjax import config as config_lib
+from seqjax import data as data_lib
+from seqjax import decode
+from seqjax import evaluate as evaluate_lib
+from seqjax import losses
+from seqjax import metric_writer
+from seqjax import models
+from seqjax import optim
+from seqjax import plots
+from seqjax import sharding
+from seqjax.data import batching
+from seqjax.data import tokenizer as tokenizer_lib
+
+_LOG = logging.getLogger(__name__)
+VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to this, so it splits over any mesh
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 [], updates applied so far
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything built from the config that the train, evaluate and translate modes share."""
+  cfg: config_lib.Config
+  workdir: str
+  mesh: jax.sharding.Mesh
+  tokenizer: tokenizer_lib.Tokenizer
+  encoder: batching.PairEncoder
+  model: nn.Module
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  abstract_state: Any  # TrainState of jax.ShapeDtypeStruct, shardings attached
+  state_sharding: Any
+  batch_sharding: jax.sharding.NamedSharding
+
+  def load_split(self, split: str) -> data_lib.base.Pairs:
+    return data_lib.get(self.cfg.data_name).load_split(self.cfg.data, split)
+
+
+def _as_typed(config: ml_collections.ConfigDict | config_lib.Config) -> config_lib.Config:
+  return config if isinstance(config, config_lib.Config) else config_lib.typed(config)
+
+
+def _build_tokenizer(cfg: config_lib.Config, workdir: str, train_pairs) -> tokenizer_lib.Tokenizer:
+  data_cfg = cfg.data
+  if data_cfg.vocab_path:
+    return tokenizer_lib.Tokenizer.load(data_cfg.vocab_path)
+  sample = batching.first(train_pairs, data_cfg.tokenizer_sample_size)
+  texts = (text for pair in sample for text in pair)
+  path = os.path.join(workdir, 'vocab', f'{data_cfg.tokenizer}_{data_cfg.vocab_size}.model')
+  return tokenizer_lib.load_or_train(path, texts, data_cfg.vocab_size, data_cfg.tokenizer,
+                                     is_writer=jax.process_index() == 0)
+
+
+def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -> Experiment:
+  """Validates the config and builds the mesh, tokenizer, model, optimizer and state layout."""
+  cfg = _as_typed(config)
+  mesh = sharding.make_mesh(cfg.mesh)
+  batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
+  for name, size in (('batch_size', cfg.batch_size), ('eval.batch_size', cfg.eval.batch_size)):
+    if size % batch_devices:
+      raise ValueError(f'{name}={size} does not divide over the {batch_devices} devices of mesh '
+                       f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
+  dataset = data_lib.get(cfg.data_name)
+  tokenizer = _build_tokenizer(cfg, workdir, dataset.load_split(cfg.data, 'train'))
+  encoder = batching.PairEncoder(tokenizer, cfg.data.max_source_length, cfg.data.max_target_length)
+  vocab_size = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+  model = models.get(cfg.model_name)(vocab_size=vocab_size, dtype=jnp.dtype(cfg.dtype), **cfg.model)
+  optimizer, schedule = optim.make_optimizer(cfg.optimizer, cfg.num_train_steps)
+
+  boxed_abstract = jax.eval_shape(functools.partial(_init_state, model, optimizer, cfg),
+                                  jax.random.key(cfg.seed))
+  state_sharding = sharding.logical_to_sharding(
+      nn.get_partition_spec(boxed_abstract), mesh, cfg.logical_axis_rules)
+  abstract = nn.unbox(boxed_abstract)
+  sharding.check_divisible(abstract, state_sharding)
+  abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
+                          abstract, state_sharding)
+  return Experiment(cfg, workdir, mesh, tokenizer, encoder, model, optimizer, schedule, abstract,
+                    state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules))
+
+
+def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
+                cfg: config_lib.Config, rng: jax.Array) -> TrainState:
+  """Fresh parameters (boxed with their logical axis names) and optimizer state."""
+  inputs = jnp.zeros((1, cfg.data.max_source_length), jnp.int32)
+  targets = jnp.zeros((1, cfg.data.max_target_length), jnp.int32)
+  params = model.init({'params': rng}, inputs, targets)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def create_state(exp: Experiment) -> TrainState:
+  """Initialises the state directly in its sharded layout (no full copy on one device)."""
+  init = functools.partial(_init_state, exp.model, exp.optimizer, exp.cfg)
+  return jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=exp.state_sharding)(
+      jax.random.key(exp.cfg.seed))
+
+
+def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
+  """Mean token loss (label-smoothed when training) and the token count, over the global batch."""
+  training = rng is not None
+  logits = exp.model.apply({'params': params}, batch['inputs'], batch['targets'],
+                           deterministic=not training,
+                           rngs={'dropout': rng} if training else None)  # [b, t, v]
+  weights = (batch['targets'] > 0).astype(jnp.float32)  # [b, t]
+  smoothing = exp.cfg.label_smoothing if training else 0.0
+  loss_sum, weight_sum = losses.cross_entropy(logits, batch['targets'], weights, smoothing)
+  return loss_sum / jnp.maximum(weight_sum, 1.0), (loss_sum, weight_sum)
+
+
+def make_train_step(exp: Experiment):
+  """The jitted, sharded, state-donating update: (state, batch) -> (state, metrics)."""
+  dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed), 1)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    rng = jax.random.fold_in(dropout_key, state.step)
+    grad_fn = jax.value_and_grad(functools.partial(_loss_and_metrics, exp), has_aux=True)
+    (loss, _), grads = grad_fn(state.params, batch, rng)
+    updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'train_loss': loss, 'grad_norm': optax.global_norm(grads),
+               'learning_rate': exp.schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(train_step, in_shardings=(exp.state_sharding, exp.batch_sharding),
+                 out_shardings=(exp.state_sharding, sharding.replicated(exp.mesh)),
+                 donate_argnums=0)
+
+
+def make_eval_step(exp: Experiment):
+  """Jitted (params, batch) -> (summed token loss, token count), without smoothing or dropout."""
+  def eval_step(params, batch):
+    return _loss_and_metrics(exp, params, batch, None)[1]
+  return jax.jit(eval_step, in_shardings=(exp.state_sharding.params, exp.batch_sharding))
+
+
+def make_decode_fn(exp: Experiment):
+  """Jitted (params, inputs [b, s]) -> output ids [b, max_target_length]."""
+  fn = functools.partial(decode.greedy, exp.model, max_length=exp.cfg.data.max_target_length,
+                         num_real_tokens=exp.tokenizer.vocab_size)
+  return jax.jit(fn, in_shardings=(exp.state_sharding.params, exp.batch_sharding))
+
+
+def to_global(exp: Experiment, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> one global array per key, laid out on the mesh."""
+  return {key: jax.make_array_from_process_local_data(exp.batch_sharding, value)
+          for key, value in host_batch.items() if key != 'weights'}
+
+
+def eval_loss(exp: Experiment, eval_step, params, pairs) -> float:
+  """Per-token cross entropy of the model on `pairs`."""
+  loss_sum, weight_sum = 0.0, 0.0
+  for batch in batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size):
+    batch_loss, batch_weight = eval_step(params, to_global(exp, batch))
+    loss_sum, weight_sum = loss_sum + float(batch_loss), weight_sum + float(batch_weight)
+  return loss_sum / max(weight_sum, 1.0)
+
+
+def translate_pairs(exp: Experiment, decode_fn, params, pairs) -> list[str]:
+  """The decoded text of every pair's source, in order."""
+  hypotheses = []
+  for batch in batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size):
+    ids = np.asarray(decode_fn(params, to_global(exp, batch)['inputs']))
+    real = int(batch['weights'].sum())
+    hypotheses.extend(exp.tokenizer.decode(row) for row in ids[:real])
+  return hypotheses
+
+
+def evaluate_split(exp: Experiment, params, split: str, fns, num_decode: int) -> dict[str, float]:
+  """Loss on the split's first eval batches, then exact match and BLEU on num_decode examples
+  (-1: all); keys are prefixed with the split's name."""
+  eval_step, decode_fn = fns
+  pairs = exp.load_split(split)
+  cfg = exp.cfg.eval
+  prefix = split + '_'
+  loss_pairs = batching.first(pairs, cfg.num_eval_batches * cfg.batch_size
+                              if cfg.num_eval_batches >= 0 else -1)
+  metrics = {f'{prefix}loss': eval_loss(exp, eval_step, params, loss_pairs)}
+  decode_pairs = batching.first(pairs, num_decode)
+  if decode_pairs:
+    hypotheses = translate_pairs(exp, decode_fn, params, decode_pairs)
+    scores, signature = evaluate_lib.score(hypotheses, [t for _, t in decode_pairs],
+                                           cfg.bleu_tokenize)
+    metrics.update({prefix + key: value for key, value in scores.items()})
+    _LOG.info('%s BLEU signature: %s', split, signature)
+  return metrics
+
+
+def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None:
+  """Heatmaps of the last decoder layer's cross-attention (mean over heads) on decoded outputs."""
+  batch = next(batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size))
+  inputs = to_global(exp, batch)['inputs']
+  outputs = decode_fn(params, inputs)  # [b, t]
+  _, state = exp.model.apply({'params': params}, inputs, outputs, mutable=['intermediates'])
+  layers = [key for key in state['intermediates'] if key.startswith('decoder_')]
+  last = state['intermediates'][max(layers, key=lambda k: int(k.split('_')[1]))]
+  weights = np.asarray(last['cross_attention']['attention_weights'][0]).mean(axis=1)  # [b, t, s]
+  examples = []
+  for row in range(len(pairs)):
+    source_ids = [i for i in np.asarray(batch['inputs'][row]) if i != tokenizer_lib.PAD_ID]
+    output_ids = list(np.asarray(outputs[row]))
+    output_len = output_ids.index(tokenizer_lib.EOS_ID) + 1 if tokenizer_lib.EOS_ID in output_ids \
+        else len(output_ids)
+    examples.append((exp.tokenizer.pieces(source_ids), exp.tokenizer.pieces(output_ids[:output_len]),
+                     weights[row, :output_len, :len(source_ids)]))
+  plots.attention_heatmaps(path, examples, 'cross-attention, last decoder layer, mean over heads')
+
+
+def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer,
+                      train_iter) -> tuple[TrainState, int]:
+  """The latest checkpoint's state (moving train_iter to its position) or a fresh state."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return create_state(exp), 0
+  _LOG.info('Resuming from the checkpoint at step %d in %s.', step, exp.workdir)
+  print(f'Resuming from the checkpoint at step {step}.', flush=True)
+  return checkpointer.restore(step, exp.abstract_state, train_iter), step
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
+                       workdir: str) -> dict[str, float]:
+  """Trains (resuming from workdir when it holds a checkpoint), evaluates, returns test metrics."""
+  exp = build(config, workdir)
+  cfg = exp.cfg
+  is_main = jax.process_index() == 0
+  writer = metric_writer.MetricWriter(workdir, enabled=is_main)
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), cfg.checkpoint_every_steps, cfg.keep_checkpoints)
+  train_iter = batching.train_iterator(
+      exp.load_split('train'), exp.encoder, batch_size=cfg.batch_size, seed=cfg.seed,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  state, start_step = restore_or_create(exp, checkpointer, train_iter)
+  train_step = make_train_step(exp)
+  eval_fns = (make_eval_step(exp), make_decode_fn(exp))
+
+  tokens, last_time, last_step = 0, time.time(), start_step
+  with tqdm(total=cfg.num_train_steps, initial=start_step, disable=not is_main,
+            desc='train', unit='step', dynamic_ncols=True) as progress:
+    for step in range(start_step + 1, cfg.num_train_steps + 1):
+      host_batch = next(train_iter)
+      tokens += batching.num_tokens(host_batch) * jax.process_count()
+      state, metrics = train_step(state, to_global(exp, host_batch))
+      progress.update()
+      if step % cfg.log_every_steps == 0 or step == cfg.num_train_steps:
+        metrics = jax.device_get(metrics)
+        elapsed, last_time = time.time() - last_time, time.time()
+        metrics['tokens_per_second'] = tokens / elapsed
+        metrics['steps_per_second'] = (step - last_step) / elapsed
+        tokens, last_step = 0, step
+        writer.write(step, metrics)
+        progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}',
+                             tok_s=f'{metrics["tokens_per_second"]:.0f}')
+      if step % cfg.eval_every_steps == 0 or step == cfg.num_train_steps:
+        writer.write(step, evaluate_split(exp, state.params, 'eval', eval_fns,
+                                               cfg.eval.num_decode_examples))
+        last_time = time.time()  # evaluation time is not training throughput
+      checkpointer.save(step, state, train_iter, force=step == cfg.num_train_steps)
+  checkpointer.wait()
+
+  test_metrics = evaluate_split(exp, state.params, 'test', eval_fns, -1)
+  writer.write(cfg.num_train_steps, test_metrics)
+  writer.close()
+  checkpointer.close()
+  if is_main and cfg.eval.num_plot_examples > 0:
+    path = os.path.join(workdir, 'attention.png')
+    pairs = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
+    plot_attention(exp, eval_fns[1], state.params, pairs, path)
+    _LOG.info('Attention heatmaps written to %s', path)
+  return test_metrics
+
+
+def _latest_params(exp: Experiment):
+  checkpointer = checkpoint_lib.Checkpointer(
+      os.path.join(exp.workdir, 'checkpoints'), exp.cfg.checkpoint_every_steps,
+      exp.cfg.keep_checkpoints)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
+  state = checkpointer.restore(step, exp.abstract_state, None)
+  checkpointer.close()
+  return state.params, step
+
+
+def evaluate(config: ml_collections.ConfigDict | config_lib.Config,
+             workdir: str) -> dict[str, float]:
+  """Test-split metrics of the latest checkpoint in workdir."""
+  exp = build(config, workdir)
+  params, step = _latest_params(exp)
+  metrics = evaluate_split(exp, params, 'test', (make_eval_step(exp), make_decode_fn(exp)), -1)
+  _LOG.info('Checkpoint step %d: %s', step, metrics)
+  return metrics
+
+
+def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: str,
+              lines: Iterable[str]) -> Iterable[str]:
+  """Decodes each source line with the latest checkpoint in workdir, in order."""
+  exp = build(config, workdir)
+  params, _ = _latest_params(exp)
+  decode_fn = make_decode_fn(exp)
+  lines = [line.rstrip('\n') for line in lines]
+  return translate_pairs(exp, decode_fn, params, [(line, '') for line in lines])

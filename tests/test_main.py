@@ -1,0 +1,53 @@
+"""The command line, run as a user would: train, resume, evaluate, translate, bad flags."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, stdin=None):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  return subprocess.run([sys.executable, '-m', 'seqjax.main', *args], cwd=ROOT, env=env,
+                        input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def test_train_resume_evaluate_translate(tmp_path):
+  workdir = str(tmp_path)
+  common = ['--config=configs/default.py:smoke', f'--workdir={workdir}']
+  first = _run(*common, '--config.num_train_steps=2')
+  assert first.returncode == 0, first.stderr[-3000:]
+  second = _run(*common)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Resuming from the checkpoint at step 2.' in second.stdout
+  assert 'Final test: loss=' in second.stdout and 'exact_match=' in second.stdout
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert max(row['step'] for row in rows) == 4
+  assert {'test_exact_match', 'test_bleu'} <= set(rows[-1])
+  assert os.path.getsize(os.path.join(workdir, 'attention.png')) > 1000
+  assert os.listdir(os.path.join(workdir, 'tensorboard'))
+
+  evaluated = _run(*common, '--mode=evaluate')
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  assert 'Test: loss=' in evaluated.stdout
+  translated = _run(*common, '--mode=translate', stdin='5 march 1996\nMar 5 \'96\n')
+  assert translated.returncode == 0, translated.stderr[-3000:]
+  assert len(translated.stdout.strip('\n').split('\n')) == 2
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--config.model.nmu_heads=2', 'nmu_heads'),
+    ('--config.model.name=rnn_typo', "Unknown model 'rnn_typo'; known models: transformer"),
+    ('--config.data.name=wmt', "Unknown dataset 'wmt'; known datasets: dates"),
+])
+def test_bad_config_fails_fast_with_a_clear_message(tmp_path, flag, message):
+  result = _run('--config=configs/default.py:smoke', f'--workdir={tmp_path}', flag)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))

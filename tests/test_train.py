@@ -1,0 +1,97 @@
+"""The trainer: the same losses on 1 and 8 devices, sharded weights, exact resume, clear errors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from seqjax import config as config_lib
+from seqjax import train
+from configs import default
+
+NUM_STEPS = 4
+
+
+def _config(**overrides):
+  config = default.get_config('smoke')
+  config.num_train_steps = NUM_STEPS
+  config.eval_every_steps = NUM_STEPS
+  config.eval.num_decode_examples = 0
+  config.eval.num_plot_examples = 0
+  config.data.num_eval_examples = 64
+  config.model.dropout_rate = 0.1  # dropout on: its masks must not depend on the layout
+  for key, value in overrides.items():
+    section, _, name = key.rpartition('.')
+    (config[section] if section else config)[name] = value
+  return config
+
+
+def _train_losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  return {row['step']: row['train_loss'] for row in rows if 'train_loss' in row}
+
+
+@pytest.fixture(scope='module')
+def single_device_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('single'))
+  metrics = train.train_and_evaluate(_config(**{'mesh.data': 1}), workdir)
+  return workdir, metrics
+
+
+def test_sharded_run_matches_single_device_and_shards_weights(single_device_run, tmp_path):
+  assert jax.device_count() == 8
+  single_losses = _train_losses(single_device_run[0])
+  config = _config(**{'mesh.data': 4, 'mesh.model': 2})
+  exp = train.build(config, str(tmp_path))
+  assert dict(exp.mesh.shape) == {'data': 4, 'fsdp': 1, 'model': 2}
+  state = train.create_state(exp)
+  wi = state.params['encoder_0']['feed_forward']['wi']['kernel']  # [e, f]
+  query = state.params['decoder_1']['cross_attention']['query']['kernel']  # [e, h, d]
+  table = state.params['embed']['table']['embedding']  # [v, e]
+  for array, model_dim in ((wi, 1), (query, 1), (table, 0)):
+    assert array.sharding.spec[model_dim] == 'model'
+    shard_shape = list(array.shape)
+    shard_shape[model_dim] //= 2  # split over model=2; the fsdp axis has size 1
+    assert list(array.addressable_shards[0].data.shape) == shard_shape
+
+  train.train_and_evaluate(config, str(tmp_path))
+  sharded_losses = _train_losses(str(tmp_path))
+  assert sorted(sharded_losses) == list(range(1, NUM_STEPS + 1))
+  for step, loss in single_losses.items():
+    assert abs(sharded_losses[step] - loss) / abs(loss) < 1e-5, (step, loss, sharded_losses[step])
+
+
+def test_resume_continues_exactly(single_device_run, tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_config(**{'mesh.data': 1, 'num_train_steps': 2}), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints')))[-1] == '2'
+  metrics = train.train_and_evaluate(_config(**{'mesh.data': 1}), workdir)
+  resumed = _train_losses(workdir)
+  reference = _train_losses(single_device_run[0])
+  for step in range(1, NUM_STEPS + 1):
+    np.testing.assert_allclose(resumed[step], reference[step], rtol=1e-6)
+  np.testing.assert_allclose(metrics['test_loss'], single_device_run[1]['test_loss'], rtol=1e-5)
+
+
+def test_batch_that_does_not_divide_the_mesh_is_refused(tmp_path):
+  config = _config(**{'mesh.data': 4, 'batch_size': 10})
+  with pytest.raises(ValueError, match='batch_size=10 does not divide over the 4 devices'):
+    train.build(config, str(tmp_path))
+
+
+def test_heads_that_do_not_divide_the_model_axis_are_refused(tmp_path):
+  config = _config(**{'mesh.data': 2, 'mesh.model': 4, 'model.num_heads': 2})
+  with pytest.raises(ValueError, match=r"key/bias: dimension 0 of size 2 is sharded over mesh axes \('model',\) of 4 devices"):
+    train.build(config, str(tmp_path))
+
+
+def test_unknown_names_and_keys_are_refused():
+  with pytest.raises(ValueError, match="Unknown model 'transfomer'; known models: transformer"):
+    config_lib.typed(_config(**{'model.name': 'transfomer'}))
+  with pytest.raises(ValueError, match="Unknown dataset 'datez'; known datasets: dates"):
+    config_lib.typed(_config(**{'data.name': 'datez'}))
+  with pytest.raises(AttributeError, match='nmu_heads'):
+    _config(**{'model.nmu_heads': 2})
