@@ -50,6 +50,9 @@ class EvalConfig:
   num_decode_examples: int = 1000  # eval-split examples decoded at each eval step; 0 = none
   bleu_tokenize: str = '13a'  # sacrebleu tokenizer name
   num_plot_examples: int = 4  # attention heatmaps drawn at the end of training
+  beam_size: int = 1  # 1: greedy search; more: beam search (seqjax/decode.py)
+  length_penalty: float = 0.6  # alpha of the GNMT length penalty ((5 + |Y|) / 6)^alpha
+  max_length_margin: int = 50  # an output may be at most its source length + this many tokens
 
 
 @dataclasses.dataclass(frozen=True)

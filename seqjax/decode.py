@@ -1,44 +1,302 @@
-"""Decoding: greedy search for encoder-decoder models.
+"""Decoding for every encoder-decoder model: greedy search and beam search over a step function.
 
-Shape legend: b batch, s source length, t output length, v vocab.
+The protocol. A model class that can be decoded has three linen methods and a `max_length` field:
+
+  encode(inputs [b, s], *, deterministic=True) -> encoded
+      a pytree of batch-leading arrays;
+  init_cache(encoded, inputs [b, s], max_length: int) -> cache
+      a pytree of batch-leading arrays with whatever the decoder keeps between steps, its current
+      position included, sized for max_length outputs;
+  decode_step(encoded, inputs [b, s], cache, ids [b] int32) -> (logits [b, v] float32, cache)
+      consumes the previous output token (the start token PAD_ID at the first step) and gives the
+      next token's logits;
+  max_length: the longest output the model may be asked for.
+
+The searches are pure functions of a step function `step_fn(cache, ids [b]) -> (logits [b, v],
+cache)` and its initial cache, so they know nothing about the model; `greedy_decode`,
+`beam_search_decode` and `generate` build the step function from (model, params, inputs). Each
+example may produce at most its source length (non-padding ids, end of sequence included) plus a
+margin of tokens; every output array has the static length t = min(s + margin, model.max_length),
+with padding after the first end-of-sequence id and beyond an example's limit.
+
+Shape legend: b batch, k beams, s source length, t output length, v vocab.
 """
 
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from seqjax.data import tokenizer as tokenizer_lib
-from seqjax.models import transformer
 
 Array = jax.Array
+Cache = Any  # a pytree of arrays whose leading axis is the batch
+StepFn = Callable[[Cache, Array], tuple[Array, Cache]]
+PAD_ID, EOS_ID = tokenizer_lib.PAD_ID, tokenizer_lib.EOS_ID
 
 
-def greedy(model: nn.Module, params, inputs: Array, max_length: int,
-           num_real_tokens: int | None = None) -> Array:
-  """The arg-max token at each position until end of sequence: [b, s] -> [b, max_length] ids.
+def gnmt_length_penalty(length: Array, alpha: float) -> Array:
+  """lp(Y) = ((5 + |Y|) / 6)^alpha of Wu et al. 2016 ("Google's Neural Machine Translation
+  System", sec. 7, eq. 14); a hypothesis scores log P(Y|X) / lp(Y) (no coverage penalty).
+  |Y| counts the end-of-sequence token, as in the Flax and T5X beam searches."""
+  return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
 
-  Each step runs the decoder over the whole (fixed-size) output buffer and reads one position;
-  positions after a sequence's end-of-sequence id are padding. `num_real_tokens` limits the choice
-  to the tokenizer's ids when the model's vocabulary is padded beyond them.
+
+def source_lengths(inputs: Array) -> Array:
+  """inputs [b, s] -> [b] int32: the non-padding ids of each source, end of sequence included."""
+  return jnp.sum(inputs != PAD_ID, axis=1).astype(jnp.int32)
+
+
+def output_limits(inputs: Array, margin: int, max_length: int) -> Array:
+  """[b] int32: each example's longest output, source length + margin, within [1, max_length]."""
+  return jnp.clip(source_lengths(inputs) + margin, 1, max_length)
+
+
+def _real_token_logits(logits: Array, num_real_tokens: Optional[int]) -> Array:
+  """logits [b, v] -> [b, num_real_tokens] float32: the model's vocab may be padded past the
+  tokenizer's ids, and the padding ids must never be chosen."""
+  return logits[:, :num_real_tokens].astype(jnp.float32)
+
+
+def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
+           num_real_tokens: Optional[int] = None) -> Array:
+  """The arg-max token at each position: ids [b, max_length] int32.
+
+  limits [b] int32 caps each example's output length (at most max_length); positions after an
+  end-of-sequence id or past the limit are PAD_ID. Stops once every example has finished.
   """
-  variables = {'params': params}
-  encoded = model.apply(variables, inputs, method=model.encode)  # [b, s, e]
-  batch_size = inputs.shape[0]
-
-  def step(carry):
-    position, outputs, finished = carry  # [], [b, t] int32, [b] bool
-    logits = model.apply(variables, encoded, inputs, transformer.shift_right(outputs),
-                         method=model.decode)  # [b, t, v]
-    next_ids = jnp.argmax(logits[:, position, :num_real_tokens], axis=-1).astype(jnp.int32)  # [b]
-    next_ids = jnp.where(finished, tokenizer_lib.PAD_ID, next_ids)
-    outputs = outputs.at[:, position].set(next_ids)
-    return position + 1, outputs, finished | (next_ids == tokenizer_lib.EOS_ID)
+  batch_size = limits.shape[0]
 
   def not_done(carry):
-    position, _, finished = carry
+    position, _, finished, _, _ = carry
     return (position < max_length) & ~jnp.all(finished)
 
-  outputs = jnp.zeros((batch_size, max_length), jnp.int32)
-  finished = jnp.zeros((batch_size,), bool)
-  _, outputs, _ = jax.lax.while_loop(not_done, step, (0, outputs, finished))
-  return outputs
+  def step(carry):
+    position, ids, finished, last_ids, cache = carry  # [], [b, t], [b], [b], cache
+    logits, cache = step_fn(cache, last_ids)  # [b, v]
+    next_ids = jnp.argmax(_real_token_logits(logits, num_real_tokens), axis=-1)  # [b]
+    next_ids = jnp.where(finished, PAD_ID, next_ids.astype(jnp.int32))
+    ids = ids.at[:, position].set(next_ids)
+    finished = finished | (next_ids == EOS_ID) | (position + 1 >= limits)
+    return position + 1, ids, finished, next_ids, cache
+
+  ids = jnp.zeros((batch_size, max_length), jnp.int32)
+  start = jnp.full((batch_size,), PAD_ID, jnp.int32)
+  carry = (jnp.int32(0), ids, jnp.zeros((batch_size,), bool), start, cache)
+  return jax.lax.while_loop(not_done, step, carry)[1]
+
+
+def tile_beams(tree: Any, beam_size: int) -> Any:
+  """Leaves [b, ...] -> [b * k, ...]: row i * k + j is beam j of example i."""
+  return jax.tree.map(lambda x: jnp.repeat(x, beam_size, axis=0), tree)
+
+
+def gather_beams(tree: Any, beam_indices: Array) -> Any:
+  """Leaves [b, k, ...] -> [b, n, ...]: beam beam_indices[i, j] [b, n] of example i at [i, j]."""
+  rows = jnp.arange(beam_indices.shape[0])[:, None]  # [b, 1]
+  return jax.tree.map(lambda x: x[rows, beam_indices], tree)
+
+
+def _split_beams(tree: Any, beam_size: int) -> Any:
+  """Leaves [b * k, ...] -> [b, k, ...]."""
+  return jax.tree.map(lambda x: x.reshape((-1, beam_size) + x.shape[1:]), tree)
+
+
+def _merge_beams(tree: Any) -> Any:
+  """Leaves [b, k, ...] -> [b * k, ...]."""
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+@flax.struct.dataclass
+class BeamState:
+  """The beam search's loop state. A log-probability or score of -inf marks an empty slot."""
+  position: Array  # int32 [], output positions decoded so far
+  live_ids: Array  # int32 [b, k, t], open hypotheses (no end of sequence), PAD_ID from position on
+  live_log_probs: Array  # float32 [b, k], log P(live hypothesis | source), sorted descending
+  last_ids: Array  # int32 [b, k], each live hypothesis's latest token: the next step's input
+  finished_ids: Array  # int32 [b, k, t], complete hypotheses (end of sequence or length limit)
+  finished_scores: Array  # float32 [b, k], log P / lp(length), sorted descending
+  cache: Cache  # the step function's cache for the live hypotheses, leaves [b * k, ...]
+
+
+class BeamSearchOutput(NamedTuple):
+  ids: Array  # int32 [b, t], the best hypothesis of each example
+  scores: Array  # float32 [b], its score log P / lp(length)
+  beam_ids: Array  # int32 [b, k, t], the finished hypotheses, best first
+  beam_scores: Array  # float32 [b, k], their scores (-inf: empty slot)
+  num_steps: Array  # int32 [], decoding steps run (fewer than t when the search stopped early)
+
+
+def _search_done(state: BeamState, limits: Array, alpha: float) -> Array:
+  """[b] bool: no live hypothesis can still beat the best finished one.
+
+  Log-probabilities only decrease as tokens are added and lp grows with length, so a live
+  hypothesis can at best end with score live_log_prob / lp(limit) (the bound of the Flax and T5X
+  beam searches, here with each example's own length limit).
+  """
+  best_live = state.live_log_probs[:, 0] / gnmt_length_penalty(limits, alpha)  # [b]
+  best_finished = state.finished_scores[:, 0]  # [b]
+  return (state.position >= limits) | (best_finished > best_live)
+
+
+def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
+               num_real_tokens: Optional[int]) -> BeamState:
+  """Extends every live hypothesis by every token and keeps the best k open and k finished.
+
+  Among the 2k best extensions, those ending in EOS (or reaching the length limit) are finished
+  only if they rank within the first k, as in fairseq and Hugging Face: so a beam of 1 with
+  alpha 0 is exactly greedy search. The best k of the others stay live.
+  """
+  batch_size, beam_size, _ = state.live_ids.shape
+  logits, cache = step_fn(state.cache, _merge_beams(state.last_ids))  # [b * k, v]
+  log_probs = jax.nn.log_softmax(_real_token_logits(logits, num_real_tokens))  # [b * k, v]
+  vocab_size = log_probs.shape[-1]
+  candidates = state.live_log_probs[:, :, None] + _split_beams(log_probs, beam_size)  # [b, k, v]
+  candidates = candidates.reshape(batch_size, beam_size * vocab_size)  # [b, k * v]
+  top_log_probs, top_flat = jax.lax.top_k(candidates, 2 * beam_size)  # [b, 2k] each
+  top_beams, top_tokens = top_flat // vocab_size, top_flat % vocab_size  # [b, 2k] each
+  top_ids = gather_beams(state.live_ids, top_beams)  # [b, 2k, t]
+  top_ids = top_ids.at[:, :, state.position].set(top_tokens)
+  length = state.position + 1
+  complete = (top_tokens == EOS_ID) | (length >= limits[:, None])  # [b, 2k]
+
+  live_log_probs, live = jax.lax.top_k(jnp.where(complete, -jnp.inf, top_log_probs),
+                                       beam_size)  # [b, k] each
+  cache = _split_beams(cache, beam_size)  # leaves [b, k, ...]
+  cache = _merge_beams(gather_beams(cache, gather_beams(top_beams, live)))  # leaves [b * k, ...]
+
+  within_k = jnp.arange(2 * beam_size)[None, :] < beam_size  # [1, 2k]
+  scores = top_log_probs / gnmt_length_penalty(length, alpha)  # [b, 2k]
+  scores = jnp.where(complete & within_k, scores, -jnp.inf)
+  all_scores = jnp.concatenate([state.finished_scores, scores], axis=1)  # [b, 3k]
+  all_ids = jnp.concatenate([state.finished_ids, top_ids], axis=1)  # [b, 3k, t]
+  finished_scores, kept = jax.lax.top_k(all_scores, beam_size)  # [b, k] each; ties keep older
+  return BeamState(position=length, live_ids=gather_beams(top_ids, live),
+                   live_log_probs=live_log_probs, last_ids=gather_beams(top_tokens, live),
+                   finished_ids=gather_beams(all_ids, kept), finished_scores=finished_scores,
+                   cache=cache)
+
+
+def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *,
+                beam_size: int, alpha: float, num_real_tokens: Optional[int] = None,
+                early_stopping: bool = True) -> BeamSearchOutput:
+  """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty.
+
+  cache has leaves [b, ...]; it is tiled to [b * k, ...] (`tile_beams`), so step_fn is called on
+  b * k rows, row i * k + j holding beam j of example i, and anything step_fn closes over per
+  example must be tiled the same way. limits [b] int32 caps each example's output length (at most
+  max_length): a hypothesis is complete when it ends in EOS or reaches its limit. The search
+  stops once no example's live hypotheses can beat its best finished one, unless
+  early_stopping is False (which gives the same result, later).
+  """
+  batch_size = limits.shape[0]
+  state = BeamState(
+      position=jnp.int32(0),
+      live_ids=jnp.zeros((batch_size, beam_size, max_length), jnp.int32),
+      # One live start hypothesis: the k copies would otherwise give k identical extensions.
+      live_log_probs=jnp.tile(jnp.array([0.0] + [-jnp.inf] * (beam_size - 1)), (batch_size, 1)),
+      last_ids=jnp.full((batch_size, beam_size), PAD_ID, jnp.int32),
+      finished_ids=jnp.zeros((batch_size, beam_size, max_length), jnp.int32),
+      finished_scores=jnp.full((batch_size, beam_size), -jnp.inf),
+      cache=tile_beams(cache, beam_size))
+
+  def not_done(state: BeamState) -> Array:
+    going = state.position < max_length
+    return going & ~jnp.all(_search_done(state, limits, alpha)) if early_stopping else going
+
+  step = functools.partial(_beam_step, step_fn=step_fn, limits=limits, alpha=alpha,
+                           num_real_tokens=num_real_tokens)
+  state = jax.lax.while_loop(not_done, step, state)
+  # Every example ends with a finished hypothesis: all are complete at its length limit.
+  return BeamSearchOutput(ids=state.finished_ids[:, 0], scores=state.finished_scores[:, 0],
+                          beam_ids=state.finished_ids, beam_scores=state.finished_scores,
+                          num_steps=state.position)
+
+
+@flax.struct.dataclass
+class RecomputeCache:
+  """The cache of `recompute_step_fn`: just the outputs so far."""
+  decoder_inputs: Array  # int32 [b, t], the start token then the outputs so far, 0 beyond
+  position: Array  # int32 [b], the position the next step fills
+
+
+def recompute_step_fn(model: nn.Module, params, encoded: Any, inputs: Array) -> StepFn:
+  """A step function without a key/value cache: each step reruns the model's full decoder
+  (`model.decode(encoded, inputs, decoder_inputs [b, t]) -> logits [b, t, v]`) over all t
+  positions and reads one. The pre-cache approach, kept as the baseline of
+  experiments/benchmarks/decode.py and as a reference in the tests; start it from
+  `RecomputeCache(jnp.zeros((b, t), jnp.int32), jnp.zeros((b,), jnp.int32))`."""
+  def step_fn(cache: RecomputeCache, ids: Array) -> tuple[Array, RecomputeCache]:
+    rows = jnp.arange(ids.shape[0])  # [b]
+    decoder_inputs = cache.decoder_inputs.at[rows, cache.position].set(ids)  # [b, t]
+    logits = model.apply({'params': params}, encoded, inputs, decoder_inputs,
+                         method=model.decode)  # [b, t, v]
+    return logits[rows, cache.position], RecomputeCache(decoder_inputs, cache.position + 1)
+  return step_fn
+
+
+def model_step_fn(model: nn.Module, params, inputs: Array, max_length: int, beam_size: int = 1,
+                  use_cache: bool = True) -> tuple[StepFn, Cache]:
+  """A model's step function over k = beam_size tiled copies of each example of inputs [b, s]
+  (the protocol above), and its cache for max_length outputs, untiled ([b, ...], as `greedy` and
+  `beam_search` take it). use_cache=False gives `recompute_step_fn` instead."""
+  variables = {'params': params}
+  encoded = model.apply(variables, inputs, method=model.encode)
+  batch_size = inputs.shape[0]
+  if use_cache:
+    cache = model.apply(variables, encoded, inputs, max_length, method=model.init_cache)
+  else:
+    cache = RecomputeCache(jnp.zeros((batch_size, max_length), jnp.int32),
+                           jnp.zeros((batch_size,), jnp.int32))
+  encoded, inputs = tile_beams((encoded, inputs), beam_size)  # leaves [b * k, ...]
+  if not use_cache:
+    return recompute_step_fn(model, params, encoded, inputs), cache
+
+  def step_fn(cache: Cache, ids: Array) -> tuple[Array, Cache]:
+    return model.apply(variables, encoded, inputs, cache, ids, method=model.decode_step)
+  return step_fn, cache
+
+
+def max_output_length(source_length: int, margin: int, model_max_length: int) -> int:
+  """The static output length t: the longest source's limit, within the model's maximum."""
+  return min(source_length + margin, model_max_length)
+
+
+def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin: int = 50,
+                  num_real_tokens: Optional[int] = None, use_cache: bool = True) -> Array:
+  """inputs [b, s] -> ids [b, t] by greedy search through the model's cache (protocol above);
+  use_cache=False recomputes the prefix at each step instead (`recompute_step_fn`)."""
+  max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, 1, use_cache)
+  return greedy(step_fn, cache, output_limits(inputs, max_length_margin, max_length), max_length,
+                num_real_tokens)
+
+
+def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: int,
+                       alpha: float = 0.6, max_length_margin: int = 50,
+                       num_real_tokens: Optional[int] = None, use_cache: bool = True,
+                       early_stopping: bool = True) -> BeamSearchOutput:
+  """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search."""
+  max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache)
+  return beam_search(step_fn, cache, output_limits(inputs, max_length_margin, max_length),
+                     max_length, beam_size=beam_size, alpha=alpha,
+                     num_real_tokens=num_real_tokens, early_stopping=early_stopping)
+
+
+def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
+             length_penalty: float = 0.6, max_length_margin: int = 50,
+             num_real_tokens: Optional[int] = None) -> Array:
+  """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with the
+  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls."""
+  if beam_size < 1:
+    raise ValueError(f'beam_size must be at least 1; got {beam_size}.')
+  if beam_size == 1:
+    return greedy_decode(model, params, inputs, max_length_margin=max_length_margin,
+                         num_real_tokens=num_real_tokens)
+  return beam_search_decode(model, params, inputs, beam_size=beam_size, alpha=length_penalty,
+                            max_length_margin=max_length_margin,
+                            num_real_tokens=num_real_tokens).ids

@@ -162,8 +162,13 @@ def make_eval_step(exp: Experiment):
 
 
 def make_decode_fn(exp: Experiment):
-  """Jitted (params, inputs [b, s]) -> output ids [b, max_target_length]."""
-  fn = functools.partial(decode.greedy, exp.model, max_length=exp.cfg.data.max_target_length,
+  """Jitted (params, inputs [b, s]) -> output ids [b, t], t = min(s + eval.max_length_margin,
+  model.max_length): greedy search when eval.beam_size is 1, else beam search, through the
+  model's decoding cache."""
+  cfg = exp.cfg.eval
+  fn = functools.partial(decode.generate, exp.model, beam_size=cfg.beam_size,
+                         length_penalty=cfg.length_penalty,
+                         max_length_margin=cfg.max_length_margin,
                          num_real_tokens=exp.tokenizer.vocab_size)
   return jax.jit(fn, in_shardings=(exp.state_sharding.params, exp.batch_sharding))
 
@@ -218,7 +223,8 @@ def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None
   batch = next(batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size))
   inputs = to_global(exp, batch)['inputs']
   outputs = decode_fn(params, inputs)  # [b, t]
-  _, state = exp.model.apply({'params': params}, inputs, outputs, mutable=['intermediates'])
+  apply = jax.jit(functools.partial(exp.model.apply, mutable=['intermediates']))
+  _, state = apply({'params': params}, inputs, outputs)
   layers = [key for key in state['intermediates'] if key.startswith('decoder_')]
   last = state['intermediates'][max(layers, key=lambda k: int(k.split('_')[1]))]
   weights = np.asarray(last['cross_attention']['attention_weights'][0]).mean(axis=1)  # [b, t, s]

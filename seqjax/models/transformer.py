@@ -7,8 +7,13 @@ embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
 
 Shape legend: b batch, s source length, t target length, e model dim, v vocab.
 Token id 0 is padding and doubles as the decoder's start symbol (targets are shifted right).
+
+Decoding (seqjax/decode.py) goes through `encode`, `init_cache` and `decode_step`, the protocol
+every encoder-decoder model implements; the cache is an explicit pytree (`DecoderCache`), so each
+step costs one position instead of the whole prefix.
 """
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,6 +31,13 @@ PRESETS = {
     'big': dict(num_encoder_layers=6, num_decoder_layers=6, embed_dim=1024, num_heads=16,
                 mlp_dim=4096, dropout_rate=0.3),
 }
+
+
+@flax.struct.dataclass
+class DecoderCache:
+  """The decoder's state between decoding steps; every leaf is batch-leading."""
+  position: Array  # int32 [b], the output position that the next decode_step fills
+  layers: tuple[blocks.DecoderLayerCache, ...]  # one per decoder block
 
 
 def shift_right(targets: Array) -> Array:
@@ -49,7 +61,7 @@ class Transformer(nn.Module):
 
   def setup(self):
     self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype, name='embed')
-    block_args = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+    block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
                       attention=self.attention, dtype=self.dtype)
     self.encoder_blocks = [blocks.EncoderBlock(**block_args, name=f'encoder_{i}')
@@ -95,6 +107,41 @@ class Transformer(nn.Module):
     if self.pre_ln:
       x = self.decoder_norm(x)
     return self.embed.attend(x)
+
+  def init_cache(self, encoded: Array, inputs: Array, max_length: int) -> DecoderCache:
+    """An empty cache for up to max_length outputs given encoded [b, s, e] of inputs [b, s].
+
+    The cross-attention keys/values of the encoder output are computed here, once per source.
+    """
+    if max_length > self.max_length:
+      raise ValueError(f'Output length {max_length} is over the model maximum '
+                       f'max_length={self.max_length}.')
+    layers = tuple(block.init_cache(encoded, max_length) for block in self.decoder_blocks)
+    return DecoderCache(position=jnp.zeros((inputs.shape[0],), jnp.int32), layers=layers)
+
+  def decode_step(self, encoded: Array, inputs: Array, cache: DecoderCache,
+                  ids: Array) -> tuple[Array, DecoderCache]:
+    """ids [b] (the previous output; 0 = start) -> next-token logits [b, v] (float32), cache.
+
+    Gives the logits that `decode` gives at each row's cache.position, without dropout.
+    `encoded` is read through the cache's cross-attention keys/values.
+    """
+    del encoded  # projected into cache.layers by init_cache
+    length = cache.layers[0].self_key.shape[1]  # t, the cache's fixed length
+    positions = embed.sinusoidal_positions(length, self.embed_dim)  # [t, e]
+    positions = jnp.asarray(positions, self.dtype)
+    x = self.embed(ids[:, None]) + positions[cache.position][:, None]  # [b, 1, e]
+    self_mask = jnp.arange(length)[None, :] <= cache.position[:, None]  # [b, t]
+    self_mask = self_mask[:, None, None, :]  # [b, 1, 1, t]: positions written so far
+    cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
+    layers = []
+    for block, layer_cache in zip(self.decoder_blocks, cache.layers):
+      x, layer_cache = block.decode_step(x, layer_cache, cache.position, self_mask, cross_mask)
+      layers.append(layer_cache)
+    if self.pre_ln:
+      x = self.decoder_norm(x)
+    logits = self.embed.attend(x)[:, 0]  # [b, v]
+    return logits, DecoderCache(position=cache.position + 1, layers=tuple(layers))
 
   def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True) -> Array:
     """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s]."""
