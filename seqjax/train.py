@@ -8,8 +8,9 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -25,12 +26,12 @@ from seqjax import config as config_lib
 from seqjax import data as data_lib
 from seqjax import decode
 from seqjax import evaluate as evaluate_lib
-from seqjax import losses
 from seqjax import metric_writer
 from seqjax import models
 from seqjax import optim
 from seqjax import plots
 from seqjax import sharding
+from seqjax import tasks
 from seqjax.data import batching
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -51,29 +52,44 @@ class Experiment:
   cfg: config_lib.Config
   workdir: str
   mesh: jax.sharding.Mesh
-  tokenizer: tokenizer_lib.Tokenizer
-  encoder: batching.PairEncoder
+  task: tasks.Task
+  tokenizer: Optional[tokenizer_lib.Tokenizer]  # None for datasets of arrays
+  encoder: Any  # record -> arrays, see data/batching.py
   model: nn.Module
   optimizer: optax.GradientTransformation
   schedule: optax.Schedule
   abstract_state: Any  # TrainState of jax.ShapeDtypeStruct, shardings attached
   state_sharding: Any
   batch_sharding: jax.sharding.NamedSharding
+  init: Callable[[jax.Array], TrainState]  # rng -> boxed fresh state
 
-  def load_split(self, split: str) -> data_lib.base.Pairs:
-    return data_lib.get(self.cfg.data_name).load_split(self.cfg.data, split)
+  def load_split(self, split: str) -> Sequence[Any]:
+    return _load_split(self.cfg.data_name, self.cfg.data, split)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_split(data_name: str, data_cfg: Any, split: str) -> Sequence[Any]:
+  """One split's records, read once per process (configs are frozen, hence hashable)."""
+  records = data_lib.get(data_name).load_split(data_cfg, split)
+  if not len(records):
+    raise ValueError(f'The {split!r} split of dataset {data_name!r} is empty.')
+  return records
 
 
 def _as_typed(config: ml_collections.ConfigDict | config_lib.Config) -> config_lib.Config:
   return config if isinstance(config, config_lib.Config) else config_lib.typed(config)
 
 
-def _build_tokenizer(cfg: config_lib.Config, workdir: str, train_pairs) -> tokenizer_lib.Tokenizer:
+def _build_tokenizer(cfg: config_lib.Config, workdir: str, task: tasks.Task,
+                     train_records) -> Optional[tokenizer_lib.Tokenizer]:
+  """The configured SentencePiece model, or one trained on the training split into workdir."""
+  if not task.tokenized:
+    return None
   data_cfg = cfg.data
   if data_cfg.vocab_path:
     return tokenizer_lib.Tokenizer.load(data_cfg.vocab_path)
-  sample = batching.first(train_pairs, data_cfg.tokenizer_sample_size)
-  texts = (text for pair in sample for text in pair)
+  sample = batching.first(train_records, data_cfg.tokenizer_sample_size)
+  texts = batching.tokenizer_texts(task.name, sample)
   path = os.path.join(workdir, 'vocab', f'{data_cfg.tokenizer}_{data_cfg.vocab_size}.model')
   return tokenizer_lib.load_or_train(path, texts, data_cfg.vocab_size, data_cfg.tokenizer,
                                      is_writer=jax.process_index() == 0)
@@ -88,51 +104,60 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
     if size % batch_devices:
       raise ValueError(f'{name}={size} does not divide over the {batch_devices} devices of mesh '
                        f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
-  dataset = data_lib.get(cfg.data_name)
-  tokenizer = _build_tokenizer(cfg, workdir, dataset.load_split(cfg.data, 'train'))
-  encoder = batching.PairEncoder(tokenizer, cfg.data.max_source_length, cfg.data.max_target_length)
-  vocab_size = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-  model = models.get(cfg.model_name)(vocab_size=vocab_size, dtype=jnp.dtype(cfg.dtype), **cfg.model)
+  task = tasks.get(data_lib.get(cfg.data_name).task)
+  train_records = _load_split(cfg.data_name, cfg.data, 'train')
+  tokenizer = _build_tokenizer(cfg, workdir, task, train_records)
+  encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
+  model = _build_model(cfg, task, tokenizer)
   optimizer, schedule = optim.make_optimizer(cfg.optimizer, cfg.num_train_steps)
 
-  boxed_abstract = jax.eval_shape(functools.partial(_init_state, model, optimizer, cfg),
-                                  jax.random.key(cfg.seed))
+  example = next(batching.padded_batches(train_records[:1], encoder, 1))  # shapes for init
+  init = functools.partial(_init_state, model, optimizer, task, example)
+  boxed_abstract = jax.eval_shape(init, jax.random.key(cfg.seed))
   state_sharding = sharding.logical_to_sharding(
       nn.get_partition_spec(boxed_abstract), mesh, cfg.logical_axis_rules)
   abstract = nn.unbox(boxed_abstract)
   sharding.check_divisible(abstract, state_sharding)
   abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                           abstract, state_sharding)
-  return Experiment(cfg, workdir, mesh, tokenizer, encoder, model, optimizer, schedule, abstract,
-                    state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules))
+  return Experiment(cfg, workdir, mesh, task, tokenizer, encoder, model, optimizer, schedule,
+                    abstract, state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules),
+                    init)
 
 
-def _init_state(model: nn.Module, optimizer: optax.GradientTransformation,
-                cfg: config_lib.Config, rng: jax.Array) -> TrainState:
+def _build_model(cfg: config_lib.Config, task: tasks.Task,
+                 tokenizer: Optional[tokenizer_lib.Tokenizer]) -> nn.Module:
+  """The registered model with its runtime fields: padded vocabulary, classes, dtype."""
+  cls = models.get(cfg.model_name)
+  runtime = {'dtype': jnp.dtype(cfg.dtype), 'vocab_size': 0}
+  if tokenizer is not None:
+    runtime['vocab_size'] = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+  if 'num_classes' in {f.name for f in dataclasses.fields(cls)}:
+    runtime['num_classes'] = cfg.data.num_classes if task.name == 'classification' else 1
+  return cls(**runtime, **cfg.model)
+
+
+def _init_state(model: nn.Module, optimizer: optax.GradientTransformation, task: tasks.Task,
+                example: dict[str, np.ndarray], rng: jax.Array) -> TrainState:
   """Fresh parameters (boxed with their logical axis names) and optimizer state."""
-  inputs = jnp.zeros((1, cfg.data.max_source_length), jnp.int32)
-  targets = jnp.zeros((1, cfg.data.max_target_length), jnp.int32)
-  params = model.init({'params': rng}, inputs, targets)['params']
+  params = model.init({'params': rng}, *[example[key] for key in task.model_args])['params']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
 def create_state(exp: Experiment) -> TrainState:
   """Initialises the state directly in its sharded layout (no full copy on one device)."""
-  init = functools.partial(_init_state, exp.model, exp.optimizer, exp.cfg)
-  return jax.jit(lambda rng: nn.unbox(init(rng)), out_shardings=exp.state_sharding)(
+  return jax.jit(lambda rng: nn.unbox(exp.init(rng)), out_shardings=exp.state_sharding)(
       jax.random.key(exp.cfg.seed))
 
 
 def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
-  """Mean token loss (label-smoothed when training) and the token count, over the global batch."""
+  """The task's mean loss (label-smoothed when training) and its metric sums, over the global
+  batch; dropout is on when an rng is given."""
   training = rng is not None
-  logits = exp.model.apply({'params': params}, batch['inputs'], batch['targets'],
-                           deterministic=not training,
-                           rngs={'dropout': rng} if training else None)  # [b, t, v]
-  weights = (batch['targets'] > 0).astype(jnp.float32)  # [b, t]
-  smoothing = exp.cfg.label_smoothing if training else 0.0
-  loss_sum, weight_sum = losses.cross_entropy(logits, batch['targets'], weights, smoothing)
-  return loss_sum / jnp.maximum(weight_sum, 1.0), (loss_sum, weight_sum)
+  outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
+                           rngs={'dropout': rng} if training else None)
+  sums = exp.task.sums(outputs, batch, exp.cfg.label_smoothing if training else 0.0)
+  return tasks.mean_loss(sums), sums
 
 
 def make_train_step(exp: Experiment):
@@ -155,7 +180,7 @@ def make_train_step(exp: Experiment):
 
 
 def make_eval_step(exp: Experiment):
-  """Jitted (params, batch) -> (summed token loss, token count), without smoothing or dropout."""
+  """Jitted (params, batch) -> {metric: (sum, count)}, without smoothing or dropout."""
   def eval_step(params, batch):
     return _loss_and_metrics(exp, params, batch, None)[1]
   return jax.jit(eval_step, in_shardings=(exp.state_sharding.params, exp.batch_sharding))
@@ -164,7 +189,9 @@ def make_eval_step(exp: Experiment):
 def make_decode_fn(exp: Experiment):
   """Jitted (params, inputs [b, s]) -> output ids [b, t], t = min(s + eval.max_length_margin,
   model.max_length): greedy search when eval.beam_size is 1, else beam search, through the
-  model's decoding cache."""
+  model's decoding cache. None for tasks that do not generate text."""
+  if not exp.task.decodes:
+    return None
   cfg = exp.cfg.eval
   fn = functools.partial(decode.generate, exp.model, beam_size=cfg.beam_size,
                          length_penalty=cfg.length_penalty,
@@ -176,16 +203,15 @@ def make_decode_fn(exp: Experiment):
 def to_global(exp: Experiment, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
   """This process's rows of a batch -> one global array per key, laid out on the mesh."""
   return {key: jax.make_array_from_process_local_data(exp.batch_sharding, value)
-          for key, value in host_batch.items() if key != 'weights'}
+          for key, value in host_batch.items()}
 
 
-def eval_loss(exp: Experiment, eval_step, params, pairs) -> float:
-  """Per-token cross entropy of the model on `pairs`."""
-  loss_sum, weight_sum = 0.0, 0.0
-  for batch in batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size):
-    batch_loss, batch_weight = eval_step(params, to_global(exp, batch))
-    loss_sum, weight_sum = loss_sum + float(batch_loss), weight_sum + float(batch_weight)
-  return loss_sum / max(weight_sum, 1.0)
+def eval_metrics(exp: Experiment, eval_step, params, records, prefix: str) -> dict[str, float]:
+  """The task's metrics (loss, accuracies, perplexity) of the model on `records`."""
+  totals = {}
+  for batch in batching.padded_batches(records, exp.encoder, exp.cfg.eval.batch_size):
+    tasks.accumulate(totals, jax.device_get(eval_step(params, to_global(exp, batch))))
+  return tasks.finalize(totals, prefix, exp.task)
 
 
 def translate_pairs(exp: Experiment, decode_fn, params, pairs) -> list[str]:
@@ -199,16 +225,16 @@ def translate_pairs(exp: Experiment, decode_fn, params, pairs) -> list[str]:
 
 
 def evaluate_split(exp: Experiment, params, split: str, fns, num_decode: int) -> dict[str, float]:
-  """Loss on the split's first eval batches, then exact match and BLEU on num_decode examples
-  (-1: all); keys are prefixed with the split's name."""
+  """The task's metrics on the split's first eval batches and, for seq2seq, exact match and BLEU
+  on num_decode examples (-1: all); keys are prefixed with the split's name."""
   eval_step, decode_fn = fns
-  pairs = exp.load_split(split)
+  records = exp.load_split(split)
   cfg = exp.cfg.eval
   prefix = split + '_'
-  loss_pairs = batching.first(pairs, cfg.num_eval_batches * cfg.batch_size
-                              if cfg.num_eval_batches >= 0 else -1)
-  metrics = {f'{prefix}loss': eval_loss(exp, eval_step, params, loss_pairs)}
-  decode_pairs = batching.first(pairs, num_decode)
+  metric_records = batching.first(records, cfg.num_eval_batches * cfg.batch_size
+                                  if cfg.num_eval_batches >= 0 else -1)
+  metrics = eval_metrics(exp, eval_step, params, metric_records, prefix)
+  decode_pairs = batching.first(records, num_decode) if exp.task.decodes else []
   if decode_pairs:
     hypotheses = translate_pairs(exp, decode_fn, params, decode_pairs)
     scores, signature = evaluate_lib.score(hypotheses, [t for _, t in decode_pairs],
@@ -218,6 +244,20 @@ def evaluate_split(exp: Experiment, params, split: str, fns, num_decode: int) ->
   return metrics
 
 
+def _last_cross_attention(intermediates) -> np.ndarray:
+  """The sown cross-attention weights [b, h, t, s] of the highest decoder layer (a Transformer's
+  decoder_N/cross_attention, or an RNN decoder's one set), averaged over heads: [b, t, s]."""
+  found = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+    name = jax.tree_util.keystr(path, simple=True, separator='/')
+    if 'cross_attention' in name:
+      layer = re.search(r'decoder_(\d+)', name)
+      found.append((int(layer.group(1)) if layer else 0, leaf))
+  if not found:
+    raise ValueError('The model sows no cross-attention weights to plot.')
+  return np.asarray(max(found, key=lambda item: item[0])[1]).mean(axis=1)
+
+
 def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None:
   """Heatmaps of the last decoder layer's cross-attention (mean over heads) on decoded outputs."""
   batch = next(batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size))
@@ -225,9 +265,7 @@ def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None
   outputs = decode_fn(params, inputs)  # [b, t]
   apply = jax.jit(functools.partial(exp.model.apply, mutable=['intermediates']))
   _, state = apply({'params': params}, inputs, outputs)
-  layers = [key for key in state['intermediates'] if key.startswith('decoder_')]
-  last = state['intermediates'][max(layers, key=lambda k: int(k.split('_')[1]))]
-  weights = np.asarray(last['cross_attention']['attention_weights'][0]).mean(axis=1)  # [b, t, s]
+  weights = _last_cross_attention(state['intermediates'])  # [b, t, s]
   examples = []
   for row in range(len(pairs)):
     source_ids = [i for i in np.asarray(batch['inputs'][row]) if i != tokenizer_lib.PAD_ID]
@@ -294,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   writer.write(cfg.num_train_steps, test_metrics)
   writer.close()
   checkpointer.close()
-  if is_main and cfg.eval.num_plot_examples > 0:
+  if is_main and exp.task.decodes and cfg.eval.num_plot_examples > 0:
     path = os.path.join(workdir, 'attention.png')
     pairs = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
     plot_attention(exp, eval_fns[1], state.params, pairs, path)
@@ -328,6 +366,9 @@ def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: st
               lines: Iterable[str]) -> Iterable[str]:
   """Decodes each source line with the latest checkpoint in workdir, in order."""
   exp = build(config, workdir)
+  if not exp.task.decodes:
+    raise ValueError(f'--mode=translate needs a seq2seq dataset; {exp.cfg.data_name!r} is a '
+                     f'{exp.task.name} dataset.')
   params, _ = _latest_params(exp)
   decode_fn = make_decode_fn(exp)
   lines = [line.rstrip('\n') for line in lines]

@@ -1,7 +1,7 @@
-"""From (source, target) text pairs to fixed-shape token batches.
+"""From dataset records to fixed-shape batches.
 
-A batch is a dict of int32 arrays: `inputs` [b, s] and `targets` [b, t], each sequence followed by
-the end-of-sequence id and zero padding. Training batches come from a `grain` iterator whose
+A batch is a dict of arrays laid out per task kind (seqjax/tasks.py); token sequences are followed
+by the end-of-sequence id and zero padding. Training batches come from a `grain` iterator whose
 position is saved in the checkpoint, so a resumed run sees exactly the batches it would have seen.
 """
 
@@ -14,39 +14,90 @@ from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
 
+def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], max_length: int,
+                 length_key: str) -> list[np.ndarray]:
+  """Each text as int32 [max_length]: its ids, end of sequence, zero padding.
+
+  A text that does not fit raises, naming the config key (`data.<length_key>`) that bounds it.
+  """
+  rows = []
+  for text, ids in zip(texts, tokenizer.encode(texts)):
+    ids = ids + [tokenizer_lib.EOS_ID]
+    if len(ids) > max_length:
+      raise ValueError(f'A text of {len(ids)} tokens (end of sequence included) is over the '
+                       f'maximum {max_length} (data.{length_key}): {text[:80]!r}')
+    row = np.zeros(max_length, np.int32)
+    row[:len(ids)] = ids
+    rows.append(row)
+  return rows
+
+
 class PairEncoder:
-  """Tokenizes a (source, target) pair into padded int32 arrays with end-of-sequence ids."""
+  """seq2seq: (source, target) text -> {'inputs' [s], 'targets' [t]} int32."""
 
   def __init__(self, tokenizer: tokenizer_lib.Tokenizer, max_source_length: int,
                max_target_length: int):
     self.tokenizer = tokenizer
-    self.max_lengths = {'inputs': max_source_length, 'targets': max_target_length}
+    self.max_source_length, self.max_target_length = max_source_length, max_target_length
 
-  def __call__(self, pair: tuple[str, str]) -> dict[str, np.ndarray]:
-    return self.encode_batch([pair])[0]
+  def __call__(self, record) -> dict[str, np.ndarray]:
+    return self.encode_batch([record])[0]
 
   def encode_batch(self, pairs: base.Pairs) -> list[dict[str, np.ndarray]]:
     sources, targets = zip(*pairs)
-    columns = {'inputs': self.tokenizer.encode(sources),
-               'targets': self.tokenizer.encode(targets)}
-    examples = [{} for _ in pairs]
-    for key, token_lists in columns.items():
-      max_length = self.max_lengths[key]
-      for example, ids, pair in zip(examples, token_lists, pairs):
-        ids = ids + [tokenizer_lib.EOS_ID]
-        if len(ids) > max_length:
-          text = pair[0] if key == 'inputs' else pair[1]
-          raise ValueError(
-              f'{key} of {len(ids)} tokens (end of sequence included) is over the maximum '
-              f'{max_length} (data.max_{"source" if key == "inputs" else "target"}_length): '
-              f'{text[:80]!r}')
-        row = np.zeros(max_length, np.int32)
-        row[:len(ids)] = ids
-        example[key] = row
-    return examples
+    inputs = encode_texts(self.tokenizer, sources, self.max_source_length, 'max_source_length')
+    outputs = encode_texts(self.tokenizer, targets, self.max_target_length, 'max_target_length')
+    return [{'inputs': i, 'targets': t} for i, t in zip(inputs, outputs)]
 
 
-def train_iterator(pairs: base.Pairs, encoder: PairEncoder, *, batch_size: int, seed: int,
+class TextEncoder(PairEncoder):
+  """lm: text -> {'targets' [t]} int32."""
+
+  def encode_batch(self, texts: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    rows = encode_texts(self.tokenizer, texts, self.max_target_length, 'max_target_length')
+    return [{'targets': row} for row in rows]
+
+
+class LabelledTextEncoder(PairEncoder):
+  """classification: (text, label) -> {'inputs' [s] int32, 'label' [] int32, 'weights' []}."""
+
+  def encode_batch(self, records) -> list[dict[str, np.ndarray]]:
+    texts, labels = zip(*records)
+    rows = encode_texts(self.tokenizer, texts, self.max_source_length, 'max_source_length')
+    return [{'inputs': row, 'label': np.int32(label), 'weights': np.float32(1.0)}
+            for row, label in zip(rows, labels)]
+
+
+class ArrayEncoder:
+  """regression: records that are already arrays; adds the row weight."""
+
+  def __call__(self, record) -> dict[str, np.ndarray]:
+    return {**record, 'weights': np.float32(1.0)}
+
+  def encode_batch(self, records) -> list[dict[str, np.ndarray]]:
+    return [self(record) for record in records]
+
+
+def make_encoder(task: str, tokenizer: tokenizer_lib.Tokenizer | None, config: base.TextConfig):
+  """The record -> arrays function of a task kind (see seqjax/tasks.py for the batch layouts)."""
+  if task == 'regression':
+    return ArrayEncoder()
+  cls = {'seq2seq': PairEncoder, 'lm': TextEncoder, 'classification': LabelledTextEncoder}[task]
+  return cls(tokenizer, config.max_source_length, config.max_target_length)
+
+
+def tokenizer_texts(task: str, records: Sequence) -> Iterator[str]:
+  """The texts a tokenizer is trained on: every text field of the records."""
+  for record in records:
+    if task == 'seq2seq':
+      yield from record
+    elif task == 'lm':
+      yield record
+    else:
+      yield record[0]
+
+
+def train_iterator(records: Sequence, encoder, *, batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch.
 
@@ -55,10 +106,10 @@ def train_iterator(pairs: base.Pairs, encoder: PairEncoder, *, batch_size: int, 
   """
   if batch_size % process_count:
     raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes.')
-  if len(pairs) < process_count:
-    raise ValueError(f'The training split has {len(pairs)} examples: too few for '
+  if len(records) < process_count:
+    raise ValueError(f'The training split has {len(records)} examples: too few for '
                      f'{process_count} processes.')
-  dataset = (grain.MapDataset.source(pairs)[process_index::process_count]
+  dataset = (grain.MapDataset.source(records)[process_index::process_count]
              .shuffle(seed=seed)
              .repeat()
              .map(encoder)
@@ -66,27 +117,33 @@ def train_iterator(pairs: base.Pairs, encoder: PairEncoder, *, batch_size: int, 
   return iter(dataset.to_iter_dataset())
 
 
-def padded_batches(pairs: base.Pairs, encoder: PairEncoder,
+def padded_batches(records: Sequence, encoder,
                    batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """Every pair once, in order, in batches of exactly `batch_size` rows.
+  """Every record once, in order, in batches of exactly `batch_size` rows.
 
-  The last batch is filled with all-padding rows; `weights` [b] marks real rows with 1.
+  The last batch is filled with all-zero rows; `weights` [b] marks real rows with 1.
   """
-  for start in range(0, len(pairs), batch_size):
-    chunk = pairs[start:start + batch_size]
+  for start in range(0, len(records), batch_size):
+    chunk = records[start:start + batch_size]
     examples = encoder.encode_batch(chunk)
     batch = {key: np.stack([example[key] for example in examples]) for key in examples[0]}
     real = len(chunk)
-    batch = {key: np.pad(array, ((0, batch_size - real), (0, 0))) for key, array in batch.items()}
+    batch = {key: np.pad(array, [(0, batch_size - real)] + [(0, 0)] * (array.ndim - 1))
+             for key, array in batch.items()}
     batch['weights'] = (np.arange(batch_size) < real).astype(np.float32)
     yield batch
 
 
 def num_tokens(batch: dict[str, np.ndarray]) -> int:
-  """Real (non-padding) source plus target tokens in a batch."""
-  return int(np.count_nonzero(batch['inputs']) + np.count_nonzero(batch['targets']))
+  """Real (non-padding) tokens of a batch: inputs and targets (time steps for float inputs)."""
+  count = 0
+  for key in ('inputs', 'targets'):
+    if key in batch:
+      array = batch[key]
+      count += int(np.count_nonzero(array)) if array.dtype.kind == 'i' else array[..., 0].size
+  return count
 
 
-def first(pairs: base.Pairs, count: int) -> Sequence[tuple[str, str]]:
-  """The first `count` pairs (all of them for count < 0)."""
-  return pairs if count < 0 else pairs[:count]
+def first(records: Sequence, count: int) -> Sequence:
+  """The first `count` records (all of them for count < 0)."""
+  return records if count < 0 else records[:count]

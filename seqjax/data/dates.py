@@ -232,7 +232,7 @@ def make_examples(split: str, num_examples: int,
 
 
 @dataclasses.dataclass(frozen=True)
-class DatesConfig(base.TextPairConfig):
+class DatesConfig(base.TextConfig):
   """The `data` section of a config with `data.name = 'dates'`."""
   tokenizer: str = 'char'
   vocab_size: int = 64  # the char model keeps only the ~60 symbols it sees

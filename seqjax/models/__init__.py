@@ -2,15 +2,18 @@
 
 import flax.linen as nn
 
+from seqjax.models import rnn
 from seqjax.models import transformer
 
 MODELS: dict[str, type[nn.Module]] = {
     'transformer': transformer.Transformer,
+    'rnn_lm': rnn.RNNLanguageModel,
+    'rnn_classifier': rnn.SequenceClassifier,
 }
 
-# Module fields that the trainer sets (from the tokenizer and `config.dtype`) or that flax owns;
-# every other field of a model class is a hyper-parameter declared in the config's `model` section.
-RUNTIME_FIELDS = frozenset({'vocab_size', 'dtype', 'parent', 'name'})
+# Module fields that the trainer sets (from the tokenizer, the dataset and `config.dtype`) or that
+# flax owns; every other field of a model class is a hyper-parameter in the config's `model` section.
+RUNTIME_FIELDS = frozenset({'vocab_size', 'num_classes', 'dtype', 'parent', 'name'})
 
 
 def get(name: str) -> type[nn.Module]:

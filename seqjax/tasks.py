@@ -1,0 +1,117 @@
+"""What a model is trained to do: how it reads a batch, its loss, and its evaluation sums.
+
+A dataset names its task kind; the trainer looks the task up here, so one training step serves
+every kind. Batches (dicts of arrays, b batch, s source length, t target length, f features):
+
+  seq2seq         inputs int [b, s], targets int [b, t]     model(inputs, targets) -> [b, t, v]
+  lm              targets int [b, t]                        model(targets) -> [b, t, v]
+  classification  inputs int [b, s] or float [b, s, f],     model(inputs) -> [b, c]
+                  label int [b]
+  regression      inputs float [b, s, f], target float [b]  model(inputs) -> [b]
+
+Every metric is a (sum, count) pair, so batches and devices combine exactly before dividing.
+"""
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from seqjax import losses
+
+Array = jax.Array
+Sums = dict[str, tuple[Array, Array]]
+
+
+def _token_sums(logits: Array, targets: Array, label_smoothing: float) -> Sums:
+  weights = (targets > 0).astype(jnp.float32)  # [b, t]: padding (id 0) does not count
+  loss_sum, weight_sum = losses.cross_entropy(logits, targets, weights, label_smoothing)
+  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+  return {'loss': (loss_sum, weight_sum), 'token_accuracy': (correct, weight_sum)}
+
+
+def _token_task(outputs: Array, batch, label_smoothing: float) -> Sums:
+  """seq2seq and lm: outputs are logits [b, t, v] for batch['targets']."""
+  return _token_sums(outputs, batch['targets'], label_smoothing)
+
+
+def _classification(outputs: Array, batch, label_smoothing: float) -> Sums:
+  """outputs: logits [b, c] for batch['label'] [b]."""
+  weights = batch['weights']  # [b]: 0 for the padding rows of a last eval batch
+  loss_sum, count = losses.cross_entropy(outputs[:, None], batch['label'][:, None],
+                                         weights[:, None], label_smoothing)
+  correct = jnp.sum((jnp.argmax(outputs, -1) == batch['label']) * weights)
+  return {'loss': (loss_sum, count), 'accuracy': (correct, count)}
+
+
+def _regression(outputs: Array, batch, label_smoothing: float) -> Sums:
+  """outputs: predictions [b] for batch['target'] [b]; the loss is the squared error."""
+  del label_smoothing
+  weights = batch['weights']  # [b]
+  errors = outputs.astype(jnp.float32) - batch['target']
+  count = jnp.sum(weights)
+  solved = jnp.sum((jnp.abs(errors) < SOLVED_TOLERANCE) * weights)
+  return {'loss': (jnp.sum(errors**2 * weights), count), 'accuracy': (solved, count)}
+
+
+SOLVED_TOLERANCE = 0.04  # a regression example is solved when |error| < this (adding problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One task kind: the batch keys the model reads, in order, and
+  `sums(outputs, batch, label_smoothing) -> {metric: (sum, count)}`, whose 'loss' is optimised."""
+  name: str
+  model_args: tuple[str, ...]
+  sums: Callable[[Array, dict[str, Array], float], Sums]
+  decodes: bool = False  # evaluation also decodes text (exact match, BLEU)
+  tokenized: bool = True  # records hold text, so the dataset needs a tokenizer
+
+  def apply(self, model, variables, batch, *, deterministic: bool, rngs=None) -> Array:
+    """The model's outputs on a batch."""
+    args = [batch[key] for key in self.model_args]
+    return model.apply(variables, *args, deterministic=deterministic, rngs=rngs)
+
+
+TASKS: dict[str, Task] = {
+    'seq2seq': Task('seq2seq', ('inputs', 'targets'), _token_task, decodes=True),
+    'lm': Task('lm', ('targets',), _token_task),
+    'classification': Task('classification', ('inputs',), _classification),
+    'regression': Task('regression', ('inputs',), _regression, tokenized=False),
+}
+
+
+def get(name: str) -> Task:
+  try:
+    return TASKS[name]
+  except KeyError:
+    raise ValueError(f'Unknown task {name!r}; known: {", ".join(sorted(TASKS))}.') from None
+
+
+def mean_loss(sums: Sums) -> Array:
+  loss_sum, count = sums['loss']
+  return loss_sum / jnp.maximum(count, 1.0)
+
+
+def finalize(totals: dict[str, tuple[float, float]], prefix: str,
+             task: Task) -> dict[str, float]:
+  """{metric: (sum, count)} accumulated over batches -> {prefix + metric: mean}.
+
+  Accuracies are percentages; language models also report perplexity, exp(loss).
+  """
+  metrics = {}
+  for name, (total, count) in totals.items():
+    value = total / max(count, 1.0)
+    metrics[prefix + name] = 100.0 * value if name.endswith('accuracy') else value
+  if task.name == 'lm':
+    metrics[prefix + 'perplexity'] = math.exp(min(metrics[prefix + 'loss'], 50.0))
+  return metrics
+
+
+def accumulate(totals: dict[str, tuple[float, float]], sums: Sums) -> None:
+  """Adds one batch's fetched sums into `totals` in place."""
+  for name, (total, count) in sums.items():
+    old_total, old_count = totals.get(name, (0.0, 0.0))
+    totals[name] = (old_total + float(total), old_count + float(count))
