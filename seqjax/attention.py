@@ -94,3 +94,51 @@ def causal_mask(length: int) -> Array:
 def padding_mask(query_valid: Array, key_valid: Array) -> Array:
   """[b, 1, t, s] from per-position validity [b, t] and [b, s]: True where both are real tokens."""
   return query_valid[:, None, :, None] & key_valid[:, None, None, :]
+
+
+# -------------------------------------------------------------------------------------------------
+# Scores of the RNN encoder-decoders: one decoder state attends over the encoder's annotations.
+# query [b, q] (a decoder state), keys [b, s, k] (annotations); every score function returns
+# [b, s], and its parameters come in as arguments.
+
+
+def additive_scores(query: Array, projected_keys: Array, *, query_kernel: Array,
+                    v: Array) -> Array:
+  """Bahdanau et al. 2015, appendix A.1.2: e_j = v^T tanh(W s + U h_j).
+
+  projected_keys [b, s, a] = keys @ U is computed once per source (`project_keys`);
+  query_kernel W [q, a]; v [a].
+  """
+  hidden = jnp.tanh(projected_keys + (query @ query_kernel)[:, None, :])  # [b, s, a]
+  return hidden @ v  # [b, s]
+
+
+def project_keys(keys: Array, key_kernel: Array) -> Array:
+  """keys [b, s, k] @ key_kernel [k, a] -> [b, s, a]."""
+  return jnp.einsum('bsk,ka->bsa', keys, key_kernel)
+
+
+def dot_scores(query: Array, keys: Array) -> Array:
+  """Luong et al. 2015, eq. 8, dot: h_t^T h_s (query and keys of one size)."""
+  return jnp.einsum('bq,bsq->bs', query, keys)
+
+
+def general_scores(query: Array, keys: Array, *, kernel: Array) -> Array:
+  """Luong et al. 2015, eq. 8, general: h_t^T W_a h_s with kernel W_a [q, k]."""
+  return jnp.einsum('bq,qk,bsk->bs', query, kernel, keys)
+
+
+def concat_scores(query: Array, keys: Array, *, kernel: Array, v: Array) -> Array:
+  """Luong et al. 2015, eq. 8, concat: v_a^T tanh(W_a [h_t; h_s]) with kernel W_a [q + k, a].
+
+  W_a [h_t; h_s] = W_q h_t + W_k h_s, so this is the additive score with W_a split in two.
+  """
+  query_size = query.shape[-1]
+  return additive_scores(query, project_keys(keys, kernel[query_size:]),
+                         query_kernel=kernel[:query_size], v=v)
+
+
+def score_weights(scores: Array, mask: Array) -> Array:
+  """Softmax over source positions, [b, s] -> [b, s]; masked (False) positions get exactly 0."""
+  scores = jnp.where(mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+  return jnp.where(mask, jax.nn.softmax(scores, axis=-1), 0.0)

@@ -3,12 +3,14 @@
 import flax.linen as nn
 
 from seqjax.models import rnn
+from seqjax.models import seq2seq
 from seqjax.models import transformer
 
 MODELS: dict[str, type[nn.Module]] = {
     'transformer': transformer.Transformer,
     'rnn_lm': rnn.RNNLanguageModel,
     'rnn_classifier': rnn.SequenceClassifier,
+    'seq2seq': seq2seq.Seq2Seq,
 }
 
 # Module fields that the trainer sets (from the tokenizer, the dataset and `config.dtype`) or that
