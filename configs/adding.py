@@ -31,12 +31,7 @@ def get_config(arg: str | None = None):
   config.eval.num_eval_batches = -1
   config.eval.num_plot_examples = 0
   if arg == 'smoke':
-    config.num_train_steps = 4
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.batch_size = 16
-    config.data.update(sequence_length=10, num_train_examples=256, num_eval_examples=64)
-    config.eval.batch_size = 32
+    config_lib.shrink_for_smoke(config)
+    config.data.sequence_length = 10
     config.model.hidden_dim = 16
   return config

@@ -31,13 +31,6 @@ def get_config(arg: str | None = None):
   config.eval.num_eval_batches = -1
   config.eval.num_plot_examples = 0
   if smoke:
-    config.num_train_steps = 4
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.batch_size = 16
-    config.data.num_train_examples = 256
-    config.data.num_eval_examples = 64
-    config.eval.batch_size = 32
+    config_lib.shrink_for_smoke(config)
     config.model.update(embed_dim=16, hidden_dim=16)
   return config

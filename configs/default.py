@@ -28,15 +28,7 @@ def get_config(arg: str | None = None):
                       mlp_dim=256, dropout_rate=0.1, max_length=64)
   config.eval.num_decode_examples = 500
   if arg == 'smoke':
-    config.num_train_steps = 4
-    config.log_every_steps = 1
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
-    config.batch_size = 16
-    config.data.num_train_examples = 512
-    config.eval.batch_size = 64
-    config.eval.num_eval_batches = 1
-    config.eval.num_decode_examples = 64
+    config_lib.shrink_for_smoke(config)
     config.model.update(embed_dim=32, num_heads=2, mlp_dim=64)
   elif arg:
     raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')

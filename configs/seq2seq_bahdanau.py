@@ -38,9 +38,6 @@ def get_config(arg: str | None = None):
     config.model.update(embed_dim=620, hidden_dim=1000, attention_dim=1000, max_length=512)
     config.eval.update(beam_size=4, num_decode_examples=500, num_plot_examples=0)
   elif arg == 'smoke':
-    config.update(num_train_steps=4, log_every_steps=1, eval_every_steps=2,
-                  checkpoint_every_steps=2, batch_size=16)
-    config.data.num_train_examples = 512
-    config.eval.update(batch_size=64, num_eval_batches=1, num_decode_examples=64)
+    config_lib.shrink_for_smoke(config)
     config.model.update(embed_dim=16, hidden_dim=32, attention_dim=32)
   return config

@@ -135,3 +135,14 @@ def typed(config: ml_collections.ConfigDict) -> Config:
       for name, axes in raw['logical_axis_rules'])
   return Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
                 data=data_config_cls(**data_args))
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:
+  """Shrinks any config in place to a few-step run: tiny batches, frequent eval and checkpoints,
+  small generated splits. Each config's `:smoke` argument calls this, then shrinks its model."""
+  config.update(num_train_steps=4, log_every_steps=1, eval_every_steps=2,
+                checkpoint_every_steps=2, batch_size=16)
+  config.eval.update(batch_size=32, num_eval_batches=1, num_decode_examples=32)
+  for key, size in (('num_train_examples', 512), ('num_eval_examples', 64)):
+    if key in config.data:  # only the generated datasets have a size
+      config.data[key] = size
