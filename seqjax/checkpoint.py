@@ -12,23 +12,25 @@ import orbax.checkpoint as ocp
 
 
 class Checkpointer:
-  """Saves every `every_steps` steps into `directory`, keeping the newest `keep`."""
+  """Saves into `directory` when told to, keeping the newest `keep` checkpoints.
 
-  def __init__(self, directory: str, every_steps: int, keep: int):
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=every_steps, max_to_keep=keep, create=True,
-        enable_async_checkpointing=True)
+  The trainer decides the steps (every N and the last); orbax's own interval logic would also
+  save the first step of a run.
+  """
+
+  def __init__(self, directory: str, keep: int):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(directory, options=options)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator,
-           force: bool = False) -> bool:
-    """Starts an async save if `step` is on the interval (or `force`); True when one started."""
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator) -> None:
+    """Starts an async save of the state and the data position after `step` updates."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=grain.checkpoint.CheckpointSave(data_iterator))
-    return self._manager.save(step, args=args, force=force)
+    self._manager.save(step, args=args, force=True)
 
   def restore(self, step: int, abstract_state: Any,
               data_iterator: Optional[grain.DatasetIterator]) -> Any:

@@ -283,8 +283,7 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
   step = checkpointer.latest_step()
   if step is None:
     return create_state(exp), 0
-  _LOG.info('Resuming from the checkpoint at step %d in %s.', step, exp.workdir)
-  print(f'Resuming from the checkpoint at step {step}.', flush=True)
+  print(f'Resuming from the checkpoint at step {step} in {exp.workdir}.', flush=True)
   return checkpointer.restore(step, exp.abstract_state, train_iter), step
 
 
@@ -295,8 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   cfg = exp.cfg
   is_main = jax.process_index() == 0
   writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  checkpointer = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), cfg.checkpoint_every_steps, cfg.keep_checkpoints)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                             cfg.keep_checkpoints)
   train_iter = batching.train_iterator(
       exp.load_split('train'), exp.encoder, batch_size=cfg.batch_size, seed=cfg.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
@@ -325,7 +324,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
         writer.write(step, evaluate_split(exp, state.params, 'eval', eval_fns,
                                                cfg.eval.num_decode_examples))
         last_time = time.time()  # evaluation time is not training throughput
-      checkpointer.save(step, state, train_iter, force=step == cfg.num_train_steps)
+      if step % cfg.checkpoint_every_steps == 0 or step == cfg.num_train_steps:
+        checkpointer.save(step, state, train_iter)
   checkpointer.wait()
 
   test_metrics = evaluate_split(exp, state.params, 'test', eval_fns, -1)
@@ -341,9 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
 
 
 def _latest_params(exp: Experiment):
-  checkpointer = checkpoint_lib.Checkpointer(
-      os.path.join(exp.workdir, 'checkpoints'), exp.cfg.checkpoint_every_steps,
-      exp.cfg.keep_checkpoints)
+  checkpointer = checkpoint_lib.Checkpointer(os.path.join(exp.workdir, 'checkpoints'),
+                                             exp.cfg.keep_checkpoints)
   step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')

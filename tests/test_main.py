@@ -23,7 +23,7 @@ def test_train_resume_evaluate_translate(tmp_path):
   assert first.returncode == 0, first.stderr[-3000:]
   second = _run(*common)
   assert second.returncode == 0, second.stderr[-3000:]
-  assert 'Resuming from the checkpoint at step 2.' in second.stdout
+  assert f'Resuming from the checkpoint at step 2 in {workdir}.' in second.stdout
   assert 'Final test: loss=' in second.stdout and 'exact_match=' in second.stdout
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
