@@ -188,7 +188,8 @@ def test_initialization_layout(kind):
   for block in np.split(np.asarray(params['kernel_h']), GATES[kind], axis=1):
     np.testing.assert_allclose(block.T @ block, np.eye(FEATURES), atol=1e-5)  # orthogonal
   carry = make_cell(kind).initial_carry(2)
-  assert jax.tree.map(jnp.shape, carry) == (((2, FEATURES),) * 2 if kind == 'lstm' else (2, FEATURES))
+  expected_shape = ((2, FEATURES),) * 2 if kind == 'lstm' else (2, FEATURES)
+  assert jax.tree.map(jnp.shape, carry) == expected_shape
 
 
 @pytest.mark.parametrize('kind, implementation, with_gradients', [
@@ -288,26 +289,26 @@ def test_fused_outputs_and_gradients_equal_plain_scan(rng, kind, reverse):
 
 
 def test_stacked_rnn_is_its_layers_in_turn_with_dropout_between(rng):
-  stack = recurrent.stacked_rnn(lambda: recurrent.GRUCell(FEATURES), 2, bidirectional=True,
-                                dropout_rate=0.5)
   x = jnp.asarray(rng.normal(size=(BATCH, STEPS, IN_FEATURES)), jnp.float32)
   lengths = jnp.asarray(LENGTHS)
+  # dropout_rate=1 drops everything: the second layer must see zeros, the output must not be zeros.
+  make_cell = lambda: recurrent.GRUCell(FEATURES, bias_init=nn.initializers.normal(1.))
+  stack = recurrent.stacked_rnn(make_cell, 2, bidirectional=True, dropout_rate=1.)
   variables = stack.init(jax.random.PRNGKey(0), x, lengths, deterministic=True)
-  outputs, carries = stack.apply(variables, x, lengths, deterministic=True)
-  hidden = x
-  for depth, layer in enumerate(stack.layers):
-    hidden, carry = layer.apply({'params': variables['params'][f'layers_{depth}']}, hidden, lengths)
-    for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(carries[depth])):
-      np.testing.assert_allclose(a, b, **TOLERANCE)
+  layer_params = [{'params': variables['params'][f'layers_{depth}']} for depth in range(2)]
+  apply = jax.jit(stack.apply, static_argnames='deterministic')
+  outputs, carries = apply(variables, x, lengths, deterministic=True)
+  first, first_carry = stack.layers[0].apply(layer_params[0], x, lengths)
+  second, second_carry = stack.layers[1].apply(layer_params[1], first, lengths)
   assert outputs.shape == (BATCH, STEPS, 2 * FEATURES)
-  np.testing.assert_allclose(outputs, hidden, **TOLERANCE)
-  # Training mode: the second layer sees dropped-out inputs, so its outputs change; the same
-  # rng reproduces them.
-  rngs = {'dropout': jax.random.PRNGKey(3)}
-  train = stack.apply(variables, x, lengths, deterministic=False, rngs=rngs)[0]
-  assert np.abs(train - outputs).max() > 1e-3
-  np.testing.assert_array_equal(train, stack.apply(variables, x, lengths, deterministic=False,
-                                                   rngs=rngs)[0])
+  np.testing.assert_allclose(outputs, second, **TOLERANCE)
+  for a, b in zip(jax.tree.leaves((first_carry, second_carry)), jax.tree.leaves(carries)):
+    np.testing.assert_allclose(a, b, **TOLERANCE)
+  train, _ = apply(variables, x, lengths, deterministic=False,
+                   rngs={'dropout': jax.random.PRNGKey(3)})
+  second_on_zeros, _ = stack.layers[1].apply(layer_params[1], jnp.zeros_like(first), lengths)
+  np.testing.assert_allclose(train, second_on_zeros, **TOLERANCE)
+  assert np.abs(train).max() > 0.
 
 
 def test_clear_errors():

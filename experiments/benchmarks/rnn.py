@@ -7,7 +7,9 @@ and the input. The variants run round-robin (one call of each per round), so a l
 processes hits them alike; per variant the median (and the minimum) over rounds is printed as JSON,
 with the ratios torch_time / seqjax_time and flax_time / seqjax_time (seqjax = the fused path) and
 the fused path's matmul FLOP/s as a fraction of a 2048^3 float32 matmul timed in the same rounds.
-PyTorch is optional (`pip install torch`); its threads are set to the machine's core count.
+PyTorch is optional (`pip install torch`); its threads are set to --threads (default: the machine's
+core count). On a machine shared with other jobs, `--threads 1 --clock cpu` (one pinned core, CPU
+time) gives steadier ratios than wall time on all cores.
 """
 
 import argparse
@@ -15,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
 import flax.linen as nn
@@ -41,7 +44,20 @@ def parse_args():
   parser.add_argument('--rounds', type=int, default=7, help='timed rounds after the warm-up')
   parser.add_argument('--warmup', type=int, default=2, help='untimed calls of each variant')
   parser.add_argument('--no_torch', action='store_true')
+  parser.add_argument('--threads', type=int, default=os.cpu_count(),
+                      help='1: XLA and torch on one pinned core; otherwise torch threads')
+  parser.add_argument('--clock', choices=('wall', 'cpu'), default='wall',
+                      help='cpu: process CPU time, steadier when other jobs share the machine')
   return parser.parse_args()
+
+
+def pin_to_one_core():
+  """Restarts this script on one core with single-threaded XLA (flags must precede jax's start)."""
+  flags = '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1'
+  if flags not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    os.execv(sys.executable, [sys.executable] + sys.argv)
 
 
 def jax_train_step(module, x, outputs_of=lambda result: result[0]):
@@ -71,7 +87,7 @@ def matmul_step(size=2048):
   return lambda: jax.block_until_ready(matmul(a, b)), 2 * size**3
 
 
-def time_round_robin(steps, rounds, warmup):
+def time_round_robin(steps, rounds, warmup, clock):
   """{name: [seconds per call]} over `rounds` rounds that call each step once, in turn."""
   for step in steps.values():
     for _ in range(warmup):
@@ -79,19 +95,22 @@ def time_round_robin(steps, rounds, warmup):
   times = {name: [] for name in steps}
   for _ in range(rounds):
     for name, step in steps.items():
-      start = time.perf_counter()
+      start = clock()
       step()
-      times[name].append(time.perf_counter() - start)
+      times[name].append(clock() - start)
   return times
 
 
 def main():
   args = parse_args()
+  if args.threads == 1:
+    pin_to_one_core()
+  load_before = os.getloadavg()  # 1, 5, 15-minute averages: other jobs on the machine
   torch = None
   if not args.no_torch:
     try:
       import torch  # pylint: disable=g-import-not-at-top
-      torch.set_num_threads(os.cpu_count())
+      torch.set_num_threads(args.threads)
     except ImportError:
       pass
   x_np = np.random.default_rng(0).standard_normal(
@@ -107,14 +126,17 @@ def main():
         nn.RNN(flax_cell(args.hidden)), x, outputs_of=lambda outputs: outputs)
     if torch is not None:
       steps[f'{cell_name}/torch'] = torch_train_step(torch, torch_name, x_np, args.hidden)
-  times = time_round_robin(steps, args.rounds, args.warmup)
+  clock = time.process_time if args.clock == 'cpu' else time.perf_counter
+  times = time_round_robin(steps, args.rounds, args.warmup, clock)
   median = {name: statistics.median(t) for name, t in times.items()}
   matmul_flops = matmul_step()[1] / median['matmul_2048']
   report = {
       'config': vars(args) | {'jax': jax.__version__, 'device': jax.devices()[0].device_kind,
                               'cpu_count': os.cpu_count(), 'machine': platform.processor(),
                               'torch': torch.__version__ if torch else None,
-                              'torch_threads': torch.get_num_threads() if torch else None},
+                              'torch_threads': torch.get_num_threads() if torch else None,
+                              'load_average_before': load_before,
+                              'load_average_after': os.getloadavg()},
       'seconds_median': {name: round(t, 4) for name, t in median.items()},
       'seconds_min': {name: round(min(t), 4) for name, t in times.items()},
       'matmul_2048_gflops': round(matmul_flops / 1e9, 1),

@@ -68,7 +68,7 @@ def simple_rnn_update(carry: Carry, gates_i: Array, gates_h: Array,
 
 
 def lstm_update(carry: Carry, gates_i: Array, gates_h: Array) -> Carry:
-  """LSTM with forget gate (Gers et al., 2000), PyTorch's formulas; gates_* [b, 4d] as (i, f, g, o)."""
+  """LSTM with forget gate (Gers et al., 2000), gates_* [b, 4d] as (i, f, g, o)."""
   _, c = carry
   i, f, g, o = jnp.split(gates_i + gates_h, 4, axis=-1)  # [b, 4d] -> 4 x [b, d]
   c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -90,7 +90,7 @@ def gru_update(carry: Carry, gates_i: Array, gates_h: Array) -> Carry:
 
 
 def _recurrence(update: Callable, params: Params, carry: Carry, gates_i: Array) -> Carry:
-  """One step given the input's gate pre-activations gates_i [b, g]: add the hidden matmul, update."""
+  """One step given the input gate pre-activations gates_i [b, g]: add the hidden matmul, update."""
   gates_h = affine(hidden_state(carry), params['kernel_h'], params['bias_h'])  # [b, d] -> [b, g]
   return update(carry, gates_i, gates_h)
 
@@ -142,7 +142,7 @@ def gru_step(params: Params, carry: Carry, x: Array,
 
 
 def _per_gate(init: Initializer, num_gates: int) -> Initializer:
-  """Applies `init` to each gate's [d, d] block of a [d, G*d] kernel (e.g. one orthogonal per gate)."""
+  """Applies `init` to each gate's [d, d] block of a [d, G*d] kernel (one orthogonal per gate)."""
   def stacked(key, shape, dtype=jnp.float32):
     keys = jax.random.split(key, num_gates)
     blocks = [init(k, (shape[0], shape[1] // num_gates), dtype) for k in keys]
@@ -209,7 +209,7 @@ class LSTMCell(_Cell):
 
   forget_bias is added to the forget gate's part of bias_i at initialization. The default 1.0
   follows Gers et al. (2000) and Jozefowicz et al. (2015, sec. 2.2), who found that it helps
-  gradients flow early in training; PyTorch initializes it like the other biases (use 0.0 for that).
+  gradients flow early in training; 0.0 leaves all biases to `bias_init` (zeros by default).
   """
   forget_bias: float = 1.0
   num_gates: ClassVar[int] = 4
@@ -265,7 +265,7 @@ def _to_time_major(x: Array, index: Array | None) -> Array:
 
 
 def _to_batch_major(y: Array, index: Array | None) -> Array:
-  """y [t, b, d] -> [b, t, d], undoing `_to_time_major`'s reordering (the index is an involution)."""
+  """y [t, b, d] -> [b, t, d], undoing `_to_time_major`'s reordering (an involution)."""
   if index is None:
     return jnp.swapaxes(y, 0, 1)  # [t, b, d] -> [b, t, d]
   rows = jnp.arange(y.shape[1])[:, None]  # [b, 1]
@@ -281,7 +281,7 @@ def _keep_where(mask: Array | None, new: Carry, old: Carry) -> Carry:
 
 def scan_carries(recurrence: Callable, params: Params, inputs: Array, mask: Array | None,
                  carry: Carry, unroll: int = 1) -> Carry:
-  """All carries [t, ...] of recurrence(params, carry, inputs[t]) over time-major inputs [t, b, .]."""
+  """All carries [t, ...] of recurrence(params, carry, inputs[t]) over inputs [t, b, .]."""
   def body(carry, inputs_and_mask):
     inputs_t, mask_t = inputs_and_mask
     carry = _keep_where(mask_t, recurrence(params, carry, inputs_t), carry)
@@ -405,7 +405,7 @@ def _fused_bwd(update, additive, unroll, residuals, d_carries):
   d_gates_i, d_gates_h = d_gates if len(d_gates) == 2 else (d_gates[0], d_gates[0])
   d_params = _fused_weight_gradients(inputs, hidden_state(previous), d_gates_i, d_gates_h)
   d_inputs = d_gates_i @ kernel_i_t  # [t, b, g] x [g, e] -> [t, b, e]
-  return d_inputs.astype(inputs.dtype), None, jax.tree.map(lambda a: a * 0.999, d_carry), d_params
+  return d_inputs.astype(inputs.dtype), None, d_carry, d_params
 
 
 def _fused_weight_gradients(inputs, h_previous, d_gates_i, d_gates_h):
@@ -479,7 +479,7 @@ def cudnn_lstm(params: Params, x: Array, lengths: Array | None, carry: Carry,
     lengths = jnp.full((batch,), steps)
   lengths = lengths.astype(jnp.int32)
   rows = jnp.arange(batch)[:, None]  # [b, 1]
-  index = _reverse_index(lengths, steps)
+  index = _reverse_index(lengths, steps)  # cuDNN runs forwards: reverse the inputs and outputs
   if reverse:
     x = x[rows, index]  # [b, t, e], each valid part reversed
   h, c = carry
