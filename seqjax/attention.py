@@ -2,7 +2,7 @@
 
 Every function has the signature
 
-    fn(query, key, value, *, mask=None) -> output
+    fn(query, key, value, *, mask=None, **extras) -> output
 
   query   [b, t, h, d]   (b batch, t query length, h query heads, d head dim)
   key     [b, s, k, d]   (s key length, k key/value heads; h % k == 0)
@@ -10,15 +10,35 @@ Every function has the signature
   mask    bool, broadcastable to [b, h, t, s]; True = may attend
   output  [b, t, h, d]
 
-With fewer key/value heads than query heads, query head `i` reads key/value head `i // (h // k)`.
-Functions that need parameters or positions take them as extra keyword arguments; modules only
-create those parameters. A user registers a function of their own with `register(name, fn)`.
+With fewer key/value heads than query heads, query head `i` reads key/value head `i // (h // k)`:
+multi-query attention (k = 1, Shazeer 2019) and grouped-query attention (1 < k < h, Ainslie et
+al. 2023) are `dot_product` (or any function here) on keys/values projected to k heads, which the
+Transformer does when `model.num_kv_heads` is set.
+
+Functions that need positions or parameters take them as keyword arguments; modules only create
+those parameters. `call` passes a function only the extras its signature names, so a function of
+one's own (registered with `register(name, fn)`) declares what it needs. The extras the Transformer
+offers (seqjax/layers/transformer.py):
+
+  query_positions  int [t] or [b, t]; key_positions int [s] or [b, s] (training: arange; decoding:
+                   the cache position for the query and arange over the cache for the keys)
+  causal           True where `mask` is the causal mask (t == s, query i sees keys 0..i; the
+                   decoder's self-attention in training), so that a function may skip the dense mask
+  window           the 'local' window size (model.attention_window)
+  relative_key, relative_value   Shaw et al.'s tables [2 * max_relative_distance + 1, d]
+
+The position-based functions (`WITHIN_SEQUENCE`) relate positions of one sequence; the Transformer
+uses `dot_product` for encoder-decoder attention when one of them is selected, as T5 keeps its
+relative position bias to self-attention.
 """
 
+import inspect
+import math
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 AttentionFn = Callable[..., Array]
@@ -33,37 +53,279 @@ def _repeat_kv_heads(kv: Array, num_query_heads: int) -> Array:
   return jnp.repeat(kv, num_query_heads // num_kv_heads, axis=2)
 
 
-def attention_weights(query: Array, key: Array, *, mask: Optional[Array] = None) -> Array:
-  """softmax(q k^T / sqrt(d)) over keys, as [b, h, t, s] in float32.
+def _as_4d(mask: Array) -> Array:
+  """A mask broadcastable to [b, h, t, s], with leading size-1 axes added up to rank 4."""
+  mask = jnp.asarray(mask)
+  return mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
 
-  Fully masked rows (a query that may attend to nothing) get all-zero weights, not NaN.
-  """
+
+def _positions(positions: Optional[Array], batch_size: int, length: int) -> Array:
+  """[t] or [b, t] positions (None: 0..t-1) -> int32 [b, t]."""
+  if positions is None:
+    positions = jnp.arange(length)
+  positions = jnp.asarray(positions, jnp.int32)
+  return jnp.broadcast_to(positions.reshape((-1, length)), (batch_size, length))  # [b, t]
+
+
+def _logits(query: Array, key: Array) -> Array:
+  """q k^T / sqrt(d) as float32 [b, h, t, s], key/value heads repeated to h."""
   if query.ndim != 4 or key.ndim != 4:
     raise ValueError(f'query and key must be [b, t, h, d] and [b, s, k, d]; got {query.shape} '
                      f'and {key.shape}.')
-  key = _repeat_kv_heads(key, query.shape[2])
-  depth = query.shape[-1]
+  key = _repeat_kv_heads(key, query.shape[2])  # [b, s, h, d]
   # Scale the query, not the scores: t*d multiplies instead of t*s (Vaswani et al. 2017, sec. 3.2.1).
-  query = query / jnp.sqrt(depth).astype(query.dtype)
-  logits = jnp.einsum('bthd,bshd->bhts', query, key, preferred_element_type=jnp.float32)
-  if mask is not None:
-    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-  weights = jax.nn.softmax(logits, axis=-1)
-  if mask is not None:
-    weights = jnp.where(mask, weights, 0.0)  # rows with no allowed key: zeros instead of uniform
-  return weights
+  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  return jnp.einsum('bthd,bshd->bhts', query, key, preferred_element_type=jnp.float32)
+
+
+def _masked_softmax(logits: Array, mask: Optional[Array]) -> Array:
+  """Softmax over keys of [b, h, t, s]; rows with no allowed key get zeros instead of uniform."""
+  if mask is None:
+    return jax.nn.softmax(logits, axis=-1)
+  mask = _as_4d(mask)
+  weights = jax.nn.softmax(jnp.where(mask, logits, jnp.finfo(jnp.float32).min), axis=-1)
+  return jnp.where(mask, weights, 0.0)
+
+
+def _weighted_values(weights: Array, value: Array) -> Array:
+  """weights [b, h, t, s] (float32) over value [b, s, k, d] -> [b, t, h, d] in value's dtype."""
+  value = _repeat_kv_heads(value, weights.shape[1])  # [b, s, h, d]
+  return jnp.einsum('bhts,bshd->bthd', weights.astype(value.dtype), value)
+
+
+def attention_weights(query: Array, key: Array, *, mask: Optional[Array] = None) -> Array:
+  """softmax(q k^T / sqrt(d)) over keys, as [b, h, t, s] in float32.
+
+  Fully masked rows (a query that may attend to nothing) get all-zero weights, not NaN. The
+  Transformer sows these for its plots whatever function is selected: for the position-based
+  functions and 'linear' they are the dot-product weights of the same queries and keys, not the
+  weights that function used (encoder-decoder attention, the plotted one, is exact except 'linear').
+  """
+  return _masked_softmax(_logits(query, key), mask)
 
 
 def dot_product(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None) -> Array:
   """Scaled dot-product attention (Vaswani et al. 2017, eq. 1): softmax(q k^T / sqrt(d)) v."""
-  weights = attention_weights(query, key, mask=mask).astype(value.dtype)  # [b, h, t, s]
-  value = _repeat_kv_heads(value, query.shape[2])  # [b, s, h, d]
-  return jnp.einsum('bhts,bshd->bthd', weights, value)
+  return _weighted_values(attention_weights(query, key, mask=mask), value)
+
+
+def rotate(x: Array, positions: Array) -> Array:
+  """Rotary position embedding of x [b, t, h, d] at positions [b, t] (Su et al. 2021, eq. 34).
+
+  Each pair (x_{2i}, x_{2i+1}) turns by the angle position * theta_i, theta_i = 10000^(-2i/d),
+  so that <rotate(q, m), rotate(k, n)> depends on m - n only (eq. 16).
+  """
+  depth = x.shape[-1]
+  if depth % 2:
+    raise ValueError(f'Rotary embeddings rotate pairs of features; head dim {depth} is odd.')
+  theta = 10000.0 ** (-np.arange(0, depth, 2) / depth)  # [d/2]
+  angles = positions[..., None].astype(jnp.float32) * theta[None, None, :]  # [b, t, d/2]
+  cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[:, :, None, :]  # [b, t, 1, d]: c0 c0 c1 c1 ...
+  sin = jnp.repeat(jnp.sin(angles), 2, axis=-1)[:, :, None, :]  # [b, t, 1, d]
+  pairs = x.astype(jnp.float32).reshape(x.shape[:-1] + (depth // 2, 2))  # [b, t, h, d/2, 2]
+  turned = jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)  # -x1 x0 -x3 x2
+  return (x.astype(jnp.float32) * cos + turned * sin).astype(x.dtype)
+
+
+def rope(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+         query_positions: Optional[Array] = None,
+         key_positions: Optional[Array] = None) -> Array:
+  """Rotary attention (Su et al. 2021, sec. 3.4): dot-product of query and key rotated by their
+  positions ([t] or [b, t], [s] or [b, s]; default 0, 1, ...); values are not rotated."""
+  (batch_size, query_length, _, _), key_length = query.shape, key.shape[1]
+  query = rotate(query, _positions(query_positions, batch_size, query_length))
+  key = rotate(key, _positions(key_positions, batch_size, key_length))
+  return dot_product(query, key, value, mask=mask)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+  """ALiBi head slopes [h] (Press et al. 2022, sec. 3), as the paper's code computes them.
+
+  For h a power of 2: the geometric sequence 2^(-8/h), 2^(-16/h), ..., 2^-8. Otherwise the slopes
+  of the nearest lower power of 2, then every other slope of the next power of 2.
+  """
+  def power_of_2_slopes(n):
+    start = 2.0 ** (-8.0 / n)
+    return [start ** (i + 1) for i in range(n)]
+  if math.log2(num_heads).is_integer():
+    return np.array(power_of_2_slopes(num_heads))
+  lower = 2 ** math.floor(math.log2(num_heads))
+  extra = alibi_slopes(2 * lower)[0::2][:num_heads - lower]
+  return np.concatenate([power_of_2_slopes(lower), extra])
+
+
+def alibi(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+          query_positions: Optional[Array] = None,
+          key_positions: Optional[Array] = None) -> Array:
+  """Attention with linear biases (Press et al. 2022, sec. 3):
+
+    softmax(q k^T / sqrt(d) - m_h |i - j|) v.
+
+  The paper's causal bias -m_h (i - j) is this one under a causal mask; |i - j| also serves
+  bidirectional (encoder) attention. No position embeddings are needed besides.
+  """
+  (batch_size, query_length, num_heads, _), key_length = query.shape, key.shape[1]
+  query_positions = _positions(query_positions, batch_size, query_length)  # [b, t]
+  key_positions = _positions(key_positions, batch_size, key_length)  # [b, s]
+  distance = jnp.abs(query_positions[:, :, None] - key_positions[:, None, :])  # [b, t, s]
+  slopes = jnp.asarray(alibi_slopes(num_heads), jnp.float32)[None, :, None, None]  # [1, h, 1, 1]
+  bias = -slopes * distance[:, None].astype(jnp.float32)  # [b, h, t, s]
+  return _weighted_values(_masked_softmax(_logits(query, key) + bias, mask), value)
+
+
+def local(query: Array, key: Array, value: Array, *, window: int,
+          mask: Optional[Array] = None, query_positions: Optional[Array] = None,
+          key_positions: Optional[Array] = None) -> Array:
+  """Sliding-window attention (Beltagy et al. 2020, sec. 3.1): query i sees keys |i - j| <= window.
+
+  With the causal mask as well (the decoder) that is i - window <= j <= i.
+  """
+  (batch_size, query_length, _, _), key_length = query.shape, key.shape[1]
+  query_positions = _positions(query_positions, batch_size, query_length)  # [b, t]
+  key_positions = _positions(key_positions, batch_size, key_length)  # [b, s]
+  near = jnp.abs(query_positions[:, :, None] - key_positions[:, None, :]) <= window  # [b, t, s]
+  near = near[:, None]  # [b, 1, t, s]
+  return dot_product(query, key, value, mask=near if mask is None else _as_4d(mask) & near)
+
+
+def relative(query: Array, key: Array, value: Array, *, relative_key: Array,
+             relative_value: Array, mask: Optional[Array] = None,
+             query_positions: Optional[Array] = None,
+             key_positions: Optional[Array] = None) -> Array:
+  """Relative position representations (Shaw et al. 2018, sec. 3, eq. 3-5).
+
+  e_ij = q_i (k_j + a^K_ij)^T / sqrt(d) and z_i = sum_j alpha_ij (v_j + a^V_ij), where
+  a_ij = table[clip(j - i, -M, M) + M] for tables relative_key, relative_value [2M + 1, d] shared
+  by the heads (sec. 3.3). A one-hot [b, t, s, 2M + 1] of the clipped distances picks the rows.
+  """
+  (batch_size, query_length, _, depth), key_length = query.shape, key.shape[1]
+  num_buckets = relative_key.shape[0]
+  max_distance = (num_buckets - 1) // 2
+  offsets = (_positions(key_positions, batch_size, key_length)[:, None, :] -
+             _positions(query_positions, batch_size, query_length)[:, :, None])  # [b, t, s]: j - i
+  buckets = jax.nn.one_hot(jnp.clip(offsets, -max_distance, max_distance) + max_distance,
+                           num_buckets, dtype=jnp.float32)  # [b, t, s, r]
+  scaled_query = query.astype(jnp.float32) / math.sqrt(depth)
+  query_table = jnp.einsum('bthd,rd->bthr', scaled_query, relative_key)  # [b, t, h, r]
+  logits = _logits(query, key) + jnp.einsum('bthr,btsr->bhts', query_table, buckets)
+  weights = _masked_softmax(logits, mask)  # [b, h, t, s]
+  bucket_weights = jnp.einsum('bhts,btsr->bthr', weights, buckets)  # [b, t, h, r]
+  relative_values = jnp.einsum('bthr,rd->bthd', bucket_weights, relative_value)  # [b, t, h, d]
+  return _weighted_values(weights, value) + relative_values.astype(value.dtype)
+
+
+def _elu_feature_map(x: Array) -> Array:
+  """phi(x) = elu(x) + 1 > 0 (Katharopoulos et al. 2020, sec. 3.2.1), in float32."""
+  return jax.nn.elu(x.astype(jnp.float32)) + 1.0
+
+
+def _safe_divide(numerator: Array, denominator: Array) -> Array:
+  """numerator [..., d] / denominator [..., 1]; zeros where no key was allowed (denominator 0)."""
+  allowed = denominator > 0
+  return jnp.where(allowed, numerator / jnp.where(allowed, denominator, 1.0), 0.0)
+
+
+def _key_validity(mask: Optional[Array], causal: bool, shape: tuple[int, int, int]) -> Array:
+  """float32 [b, s, h], 1 for keys that every query may attend to (see `linear`)."""
+  if mask is None:
+    return jnp.ones(shape, jnp.float32)
+  mask = _as_4d(mask)
+  if mask.shape[2] != 1 and not causal:
+    raise ValueError(
+        'Linear attention sums over keys once for all queries, so it takes only masks that are '
+        f'the same for every query (broadcastable to [b, h, 1, s]; got {mask.shape}) or, with '
+        'causal=True, the causal mask; another mask needs the quadratic form (dot_product).')
+  # A causal mask's last row holds just the key padding: query t-1 may see every other key.
+  key_mask = mask[:, :, -1, :]  # [b, h, s] up to broadcasting
+  batch_size, key_length, num_heads = shape
+  key_mask = jnp.broadcast_to(key_mask, (batch_size, num_heads, key_length))  # [b, h, s]
+  return key_mask.transpose(0, 2, 1).astype(jnp.float32)  # [b, s, h]
+
+
+def linear(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+           causal: bool = False) -> Array:
+  """Linear attention (Katharopoulos et al. 2020, eq. 6), feature map phi(x) = elu(x) + 1:
+
+    out_i = phi(q_i)^T S / phi(q_i)^T z,  S = sum_j phi(k_j) v_j^T [d, d],  z = sum_j phi(k_j) [d].
+
+  Without `causal` the sums run over all keys, masked keys dropped (phi(k_j) = 0): `mask` must be
+  the same for every query (a key padding mask). With causal=True (t == s), `mask` is taken to be
+  the causal mask, possibly with key padding (read from its last row), and the sums run over
+  j <= i: a `jax.lax.scan` over positions carries S and z (eq. 8-10, the recurrent form). Other
+  masks are not representable in the linear form and raise. No 1/sqrt(d) scale: a constant factor
+  on phi(q_i)^T phi(k_j) cancels in the normalisation.
+  """
+  batch_size, query_length, num_heads, _ = query.shape
+  key_length = key.shape[1]
+  valid = _key_validity(mask, causal, (batch_size, key_length, num_heads))  # [b, s, h]
+  query_features = _elu_feature_map(query)  # [b, t, h, d]
+  key_features = _elu_feature_map(_repeat_kv_heads(key, num_heads)) * valid[..., None]  # [b,s,h,d]
+  value = _repeat_kv_heads(value, num_heads).astype(jnp.float32)  # [b, s, h, e]
+  if not causal:
+    state = jnp.einsum('bshd,bshe->bhde', key_features, value)  # S [b, h, d, e]
+    normaliser = key_features.sum(axis=1)  # z [b, h, d]
+    numerator = jnp.einsum('bthd,bhde->bthe', query_features, state)  # [b, t, h, e]
+    denominator = jnp.einsum('bthd,bhd->bth', query_features, normaliser)[..., None]  # [b,t,h,1]
+    return _safe_divide(numerator, denominator).astype(query.dtype)
+  if query_length != key_length:
+    raise ValueError(f'Causal linear attention needs as many queries as keys; got '
+                     f'{query_length} and {key_length}.')
+
+  def step(carry, inputs):  # one position: q, k [b, h, d], v [b, h, e]
+    state, normaliser = carry  # S [b, h, d, e], z [b, h, d]
+    query_i, key_i, value_i = inputs
+    state = state + jnp.einsum('bhd,bhe->bhde', key_i, value_i)
+    normaliser = normaliser + key_i
+    numerator = jnp.einsum('bhd,bhde->bhe', query_i, state)  # [b, h, e]
+    denominator = jnp.einsum('bhd,bhd->bh', query_i, normaliser)[..., None]  # [b, h, 1]
+    return (state, normaliser), _safe_divide(numerator, denominator)
+
+  depth, value_depth = key_features.shape[-1], value.shape[-1]
+  carry = (jnp.zeros((batch_size, num_heads, depth, value_depth), jnp.float32),
+           jnp.zeros((batch_size, num_heads, depth), jnp.float32))
+  time_major = [x.transpose(1, 0, 2, 3) for x in (query_features, key_features, value)]  # [t,b,h,.]
+  _, outputs = jax.lax.scan(step, carry, time_major)  # [t, b, h, e]
+  return outputs.transpose(1, 0, 2, 3).astype(query.dtype)  # [b, t, h, e]
+
+
+def fused(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+          causal: bool = False, implementation: str = 'xla',
+          query_seq_lengths: Optional[Array] = None,
+          key_value_seq_lengths: Optional[Array] = None) -> Array:
+  """Scaled dot-product attention through `jax.nn.dot_product_attention` (eq. 1 as `dot_product`).
+
+  implementation 'xla' runs anywhere; 'cudnn' (cuDNN flash attention) needs a GPU. Masks given as
+  lengths (query_seq_lengths, key_value_seq_lengths: int32 [b], padding at the end) and causal=True
+  (`mask` is then taken to be the causal mask, its last row kept as key padding) let cuDNN skip the
+  masked blocks instead of reading a dense [b, h, t, s] mask. Unlike `dot_product`, a query with no
+  allowed key gets the mean of the values, not zeros.
+  """
+  if implementation == 'cudnn' and jax.default_backend() != 'gpu':
+    raise ValueError(f"implementation='cudnn' needs a GPU; the default backend here is "
+                     f"{jax.default_backend()!r}. Use implementation='xla'.")
+  if mask is not None:
+    mask = _as_4d(mask)
+    if causal:
+      mask = mask[:, :, -1:, :]  # [b, h, 1, s]: the key padding of a causal mask
+  lengths = [None if x is None else jnp.asarray(x, jnp.int32)
+             for x in (query_seq_lengths, key_value_seq_lengths)]
+  return jax.nn.dot_product_attention(
+      query, key, value, mask=mask, is_causal=causal, query_seq_lengths=lengths[0],
+      key_value_seq_lengths=lengths[1], implementation=implementation)
 
 
 _REGISTRY: dict[str, AttentionFn] = {
     'dot_product': dot_product,
+    'rope': rope,
+    'alibi': alibi,
+    'local': local,
+    'relative': relative,
+    'linear': linear,
+    'fused': fused,
 }
+
+# Functions of positions within one sequence; encoder-decoder attention uses dot_product instead.
+WITHIN_SEQUENCE = frozenset({'rope', 'alibi', 'local', 'relative'})
 
 
 def register(name: str, fn: AttentionFn) -> None:
@@ -79,11 +341,27 @@ def get(name: str) -> AttentionFn:
     return _REGISTRY[name]
   except KeyError:
     raise ValueError(
-        f'Unknown attention function {name!r}; known: {", ".join(sorted(_REGISTRY))}.') from None
+        f'Unknown attention function {name!r}; known: {", ".join(_REGISTRY)}.') from None
 
 
 def names() -> list[str]:
-  return sorted(_REGISTRY)
+  """The registered names, in registration order (the reference, dot_product, first)."""
+  return list(_REGISTRY)
+
+
+def cross_attention_name(name: str) -> str:
+  """The function that encoder-decoder attention uses when `name` is selected (see the top)."""
+  return 'dot_product' if name in WITHIN_SEQUENCE else name
+
+
+def call(fn: AttentionFn, query: Array, key: Array, value: Array, *,
+         mask: Optional[Array] = None, **extras) -> Array:
+  """fn(query, key, value, mask=mask, **the extras that fn's signature names); all of them if it
+  takes **kwargs. Lets the Transformer offer every extra to every function, its users' included."""
+  parameters = inspect.signature(fn).parameters
+  if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    extras = {name: x for name, x in extras.items() if name in parameters}
+  return fn(query, key, value, mask=mask, **extras)
 
 
 def causal_mask(length: int) -> Array:

@@ -28,14 +28,14 @@ _zeros = nn.initializers.zeros_init()
 @flax.struct.dataclass
 class DecoderLayerCache:
   """What one decoder block keeps between decoding steps; t is the cache's fixed length."""
-  self_key: Array  # dtype [b, t, h, d], keys of the outputs so far; zeros at later positions
-  self_value: Array  # dtype [b, t, h, d], their values
-  cross_key: Array  # dtype [b, s, h, d], the encoder output's keys, projected once
-  cross_value: Array  # dtype [b, s, h, d], its values
+  self_key: Array  # dtype [b, t, k, d], keys of the outputs so far; zeros at later positions
+  self_value: Array  # dtype [b, t, k, d], their values
+  cross_key: Array  # dtype [b, s, k, d], the encoder output's keys, projected once
+  cross_value: Array  # dtype [b, s, k, d], its values
 
 
 def write_at(cache: Array, new: Array, position: Array) -> Array:
-  """cache [b, t, h, d] with new [b, 1, h, d] written at each row's position [b] int32."""
+  """cache [b, t, k, d] with new [b, 1, k, d] written at each row's position [b] int32."""
   rows = jnp.arange(cache.shape[0])  # [b]
   return cache.at[rows, position].set(new[:, 0])
 
@@ -47,45 +47,73 @@ class MultiHeadAttention(nn.Module):
   apart, so that keys and values can be cached. When the 'intermediates' collection is mutable,
   the attention weights [b, h, t, s] are sown as 'attention_weights' so they can be plotted;
   training never pays for that.
+
+  Keys and values have num_kv_heads heads k (default h): 1 is multi-query attention (Shazeer 2019),
+  1 < k < h grouped-query attention (Ainslie et al. 2023). The attention function is offered
+  positions, `causal`, the window and, for 'relative' only, its tables (see seqjax/attention.py).
   """
   num_heads: int
   embed_dim: int
   attention: str = 'dot_product'
   dtype: jnp.dtype = jnp.float32
+  num_kv_heads: Optional[int] = None  # k; None = num_heads
+  attention_window: int = 16  # 'local' only
+  max_relative_distance: int = 16  # 'relative' only: M, distances clipped to [-M, M]
 
   def setup(self):
-    if self.embed_dim % self.num_heads:
-      raise ValueError(
-          f'Model dim {self.embed_dim} is not divisible by num_heads={self.num_heads}.')
+    num_kv_heads = self.num_kv_heads or self.num_heads
+    if self.embed_dim % self.num_heads or self.num_heads % num_kv_heads:
+      raise ValueError(f'Model dim {self.embed_dim} is not divisible by num_heads='
+                       f'{self.num_heads}, or that by num_kv_heads={num_kv_heads}.')
     head_dim = self.embed_dim // self.num_heads
     project_in = functools.partial(
-        nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
+        nn.DenseGeneral, dtype=self.dtype,
         kernel_init=nn.with_logical_partitioning(_xavier, ('embed', 'heads', 'kv')),
         bias_init=nn.with_logical_partitioning(_zeros, ('heads', 'kv')))
-    self.query = project_in()
-    self.key = project_in()
-    self.value = project_in()
+    self.query = project_in((self.num_heads, head_dim))
+    self.key = project_in((num_kv_heads, head_dim))
+    self.value = project_in((num_kv_heads, head_dim))
+    if self.attention == 'relative':  # Shaw et al. 2018's a^K, a^V [2M + 1, d], shared by heads
+      table = nn.with_logical_partitioning(_xavier, (None, 'kv'))
+      shape = (2 * self.max_relative_distance + 1, head_dim)
+      self.relative_key = self.param('relative_key', table, shape)
+      self.relative_value = self.param('relative_value', table, shape)
     self.out = nn.DenseGeneral(
         self.embed_dim, axis=(-2, -1), dtype=self.dtype,
         kernel_init=nn.with_logical_partitioning(_xavier, ('heads', 'kv', 'embed')),
         bias_init=nn.with_logical_partitioning(_zeros, ('embed',)))
 
   def project_kv(self, inputs_kv: Array) -> tuple[Array, Array]:
-    """inputs_kv [b, s, e] -> (key, value), each [b, s, h, d]."""
+    """inputs_kv [b, s, e] -> (key, value), each [b, s, k, d]."""
     return self.key(inputs_kv), self.value(inputs_kv)
 
-  def attend(self, inputs_q: Array, key: Array, value: Array, mask: Optional[Array]) -> Array:
-    """inputs_q [b, t, e] over key, value [b, s, h, d] -> [b, t, e]; mask as in `__call__`."""
+  def attend(self, inputs_q: Array, key: Array, value: Array, mask: Optional[Array], *,
+             query_positions: Optional[Array] = None, causal: bool = False) -> Array:
+    """inputs_q [b, t, e] over key, value [b, s, k, d] -> [b, t, e]; mask as in `__call__`.
+
+    query_positions [t] or [b, t] default to 0..t-1; keys are at 0..s-1 (a cache's slots).
+    """
     query = self.query(inputs_q)  # [b, t, h, d]
     if self.is_mutable_collection('intermediates'):
       self.sow('intermediates', 'attention_weights',
                attention_lib.attention_weights(query, key, mask=mask))
-    attended = attention_lib.get(self.attention)(query, key, value, mask=mask)  # [b, t, h, d]
+    extras = dict(
+        query_positions=jnp.arange(query.shape[1]) if query_positions is None else query_positions,
+        key_positions=jnp.arange(key.shape[1]), causal=causal, window=self.attention_window)
+    if self.attention == 'relative':
+      extras.update(relative_key=jnp.asarray(self.relative_key, self.dtype),
+                    relative_value=jnp.asarray(self.relative_value, self.dtype))
+    attended = attention_lib.call(attention_lib.get(self.attention), query, key, value,
+                                  mask=mask, **extras)  # [b, t, h, d]
     return self.out(attended)  # [b, t, e]
 
-  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array]) -> Array:
-    """inputs_q [b, t, e], inputs_kv [b, s, e], mask broadcastable to [b, h, t, s] -> [b, t, e]."""
-    return self.attend(inputs_q, *self.project_kv(inputs_kv), mask)
+  def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array],
+               causal: bool = False) -> Array:
+    """inputs_q [b, t, e], inputs_kv [b, s, e], mask broadcastable to [b, h, t, s] -> [b, t, e].
+
+    causal=True promises that mask is the causal mask (self-attention, t == s).
+    """
+    return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, causal=causal)
 
 
 class FeedForward(nn.Module):
@@ -146,13 +174,17 @@ class EncoderBlock(nn.Module):
   pre_ln: bool
   attention: str = 'dot_product'
   dtype: jnp.dtype = jnp.float32
+  num_kv_heads: Optional[int] = None
+  attention_window: int = 16
+  max_relative_distance: int = 16
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
     """x [b, s, e], mask broadcastable to [b, h, s, s] -> [b, s, e]."""
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
-    self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
-                                        self.dtype, name='self_attention')
+    self_attention = MultiHeadAttention(
+        self.num_heads, self.embed_dim, self.attention, self.dtype, self.num_kv_heads,
+        self.attention_window, self.max_relative_distance, name='self_attention')
     x = residual(name='attention_residual')(
         x, lambda y: self_attention(y, y, mask), deterministic)
     feed_forward = FeedForward(self.mlp_dim, self.dtype, name='feed_forward')
@@ -172,14 +204,19 @@ class DecoderBlock(nn.Module):
   pre_ln: bool
   attention: str = 'dot_product'
   dtype: jnp.dtype = jnp.float32
+  num_kv_heads: Optional[int] = None
+  attention_window: int = 16
+  max_relative_distance: int = 16
 
   def setup(self):
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
-    attention = functools.partial(MultiHeadAttention, self.num_heads, self.embed_dim,
-                                  self.attention, self.dtype)
-    self.self_attention = attention()
+    attention = functools.partial(
+        MultiHeadAttention, self.num_heads, self.embed_dim, dtype=self.dtype,
+        num_kv_heads=self.num_kv_heads, attention_window=self.attention_window,
+        max_relative_distance=self.max_relative_distance)
+    self.self_attention = attention(self.attention)
     self.self_attention_residual = residual()
-    self.cross_attention = attention()
+    self.cross_attention = attention(attention_lib.cross_attention_name(self.attention))
     self.cross_attention_residual = residual()
     self.feed_forward = FeedForward(self.mlp_dim, self.dtype)
     self.feed_forward_residual = residual()
@@ -188,16 +225,16 @@ class DecoderBlock(nn.Module):
                deterministic: bool) -> Array:
     """x [b, t, e], encoded [b, s, e]; masks broadcast to [b, h, t, t] and [b, h, t, s]."""
     x = self.self_attention_residual(
-        x, lambda y: self.self_attention(y, y, self_mask), deterministic)
+        x, lambda y: self.self_attention(y, y, self_mask, causal=True), deterministic)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention(y, encoded, cross_mask), deterministic)
     return self.feed_forward_residual(x, self.feed_forward, deterministic)
 
   def init_cache(self, encoded: Array, max_length: int) -> DecoderLayerCache:
     """An empty cache for max_length outputs, holding the keys/values of encoded [b, s, e]."""
-    cross_key, cross_value = self.cross_attention.project_kv(encoded)  # [b, s, h, d] each
-    batch_size, _, num_heads, head_dim = cross_key.shape
-    shape = (batch_size, max_length, num_heads, head_dim)  # [b, t, h, d]
+    cross_key, cross_value = self.cross_attention.project_kv(encoded)  # [b, s, k, d] each
+    batch_size, _, num_kv_heads, head_dim = cross_key.shape
+    shape = (batch_size, max_length, num_kv_heads, head_dim)  # [b, t, k, d]
     empty = jnp.zeros(shape, cross_key.dtype)
     return DecoderLayerCache(self_key=empty, self_value=empty, cross_key=cross_key,
                              cross_value=cross_value)
@@ -209,18 +246,20 @@ class DecoderBlock(nn.Module):
     self_mask [b, 1, 1, t] lets the query see cached positions 0..position; cross_mask
     broadcasts to [b, h, 1, s]. No dropout: decoding is deterministic.
     """
+    query_positions = position[:, None]  # [b, 1]
     def attend_with_cache(y):  # y [b, 1, e]
-      key, value = self.self_attention.project_kv(y)  # [b, 1, h, d] each
-      self_key = write_at(cache.self_key, key, position)  # [b, t, h, d]
-      self_value = write_at(cache.self_value, value, position)  # [b, t, h, d]
-      attended = self.self_attention.attend(y, self_key, self_value, self_mask)  # [b, 1, e]
+      key, value = self.self_attention.project_kv(y)  # [b, 1, k, d] each
+      self_key = write_at(cache.self_key, key, position)  # [b, t, k, d]
+      self_value = write_at(cache.self_value, value, position)  # [b, t, k, d]
+      attended = self.self_attention.attend(y, self_key, self_value, self_mask,
+                                            query_positions=query_positions)  # [b, 1, e]
       return attended, (self_key, self_value)
 
     x, (self_key, self_value) = self.self_attention_residual(
         x, attend_with_cache, deterministic=True, has_aux=True)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention.attend(y, cache.cross_key, cache.cross_value,
-                                                 cross_mask),
+                                                 cross_mask, query_positions=query_positions),
         deterministic=True)
     x = self.feed_forward_residual(x, self.feed_forward, deterministic=True)
     return x, cache.replace(self_key=self_key, self_value=self_value)

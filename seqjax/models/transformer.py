@@ -13,6 +13,8 @@ every encoder-decoder model implements; the cache is an explicit pytree (`Decode
 step costs one position instead of the whole prefix.
 """
 
+from typing import Optional
+
 import flax
 import flax.linen as nn
 import jax
@@ -55,7 +57,10 @@ class Transformer(nn.Module):
   mlp_dim: int = 2048
   dropout_rate: float = 0.1
   pre_ln: bool = False
-  attention: str = 'dot_product'
+  attention: str = 'dot_product'  # a name in seqjax.attention's registry
+  num_kv_heads: Optional[int] = None  # key/value heads; 1 = multi-query, None = num_heads
+  attention_window: int = 16  # 'local' attention: keys within this distance
+  max_relative_distance: int = 16  # 'relative' attention: distances clipped to this
   max_length: int = 1024  # longest source or target sequence accepted
   dtype: jnp.dtype = jnp.float32
 
@@ -63,7 +68,9 @@ class Transformer(nn.Module):
     self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype, name='embed')
     block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
-                      attention=self.attention, dtype=self.dtype)
+                      attention=self.attention, dtype=self.dtype, num_kv_heads=self.num_kv_heads,
+                      attention_window=self.attention_window,
+                      max_relative_distance=self.max_relative_distance)
     self.encoder_blocks = [blocks.EncoderBlock(**block_args, name=f'encoder_{i}')
                            for i in range(self.num_encoder_layers)]
     self.decoder_blocks = [blocks.DecoderBlock(**block_args, name=f'decoder_{i}')
