@@ -5,6 +5,7 @@ into a temporary directory and renames it once complete), so a crash mid-save le
 checkpoint as the latest one.
 """
 
+import os
 from typing import Any, Optional
 
 import grain
@@ -21,7 +22,8 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(directory, options=options)
+    # orbax refuses relative paths, and `--workdir` is often one (make demo's workdirs/demo).
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()

@@ -18,12 +18,13 @@ def _run(*args, stdin=None):
 
 def test_train_resume_evaluate_translate(tmp_path):
   workdir = str(tmp_path)
-  common = ['--config=configs/default.py:smoke', f'--workdir={workdir}']
+  relative = os.path.relpath(workdir, ROOT)  # as `make demo` passes it: relative to the repo
+  common = ['--config=configs/default.py:smoke', f'--workdir={relative}']
   first = _run(*common, '--config.num_train_steps=2')
   assert first.returncode == 0, first.stderr[-3000:]
   second = _run(*common)
   assert second.returncode == 0, second.stderr[-3000:]
-  assert f'Resuming from the checkpoint at step 2 in {workdir}.' in second.stdout
+  assert f'Resuming from the checkpoint at step 2 in {relative}.' in second.stdout
   assert 'Final test: loss=' in second.stdout and 'exact_match=' in second.stdout
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]
