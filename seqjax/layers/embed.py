@@ -47,5 +47,11 @@ class Embed(nn.Module):
     return self.table(ids) * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: Array) -> Array:
-    """x [b, t, e] -> logits [b, t, v] in float32."""
-    return self.table.attend(x).astype(jnp.float32)
+    """x [b, t, e] -> logits [b, t, v] in float32.
+
+    Under mixed precision the product runs in the computation dtype but accumulates and returns
+    float32, so the softmax over the vocabulary never sees bfloat16 logits.
+    """
+    table = jnp.asarray(self.table.embedding, self.dtype)  # [v, e]
+    return jnp.einsum('...e,ve->...v', x.astype(self.dtype), table,
+                      preferred_element_type=jnp.float32)

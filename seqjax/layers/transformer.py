@@ -59,6 +59,7 @@ class MultiHeadAttention(nn.Module):
   num_kv_heads: Optional[int] = None  # k; None = num_heads
   attention_window: int = 16  # 'local' only
   max_relative_distance: int = 16  # 'relative' only: M, distances clipped to [-M, M]
+  implementation: str = 'xla'  # 'fused' only: jax.nn.dot_product_attention's xla | cudnn
 
   def setup(self):
     num_kv_heads = self.num_kv_heads or self.num_heads
@@ -88,10 +89,12 @@ class MultiHeadAttention(nn.Module):
     return self.key(inputs_kv), self.value(inputs_kv)
 
   def attend(self, inputs_q: Array, key: Array, value: Array, mask: Optional[Array], *,
-             query_positions: Optional[Array] = None, causal: bool = False) -> Array:
+             query_positions: Optional[Array] = None, key_positions: Optional[Array] = None,
+             causal: bool = False) -> Array:
     """inputs_q [b, t, e] over key, value [b, s, k, d] -> [b, t, e]; mask as in `__call__`.
 
-    query_positions [t] or [b, t] default to 0..t-1; keys are at 0..s-1 (a cache's slots).
+    query_positions [t] or [b, t] default to 0..t-1; key_positions [s] or [b, s] default to
+    0..s-1 (a cache's slots); packed rows give each example's own positions, restarting at 0.
     """
     query = self.query(inputs_q)  # [b, t, h, d]
     if self.is_mutable_collection('intermediates'):
@@ -99,7 +102,9 @@ class MultiHeadAttention(nn.Module):
                attention_lib.attention_weights(query, key, mask=mask))
     extras = dict(
         query_positions=jnp.arange(query.shape[1]) if query_positions is None else query_positions,
-        key_positions=jnp.arange(key.shape[1]), causal=causal, window=self.attention_window)
+        key_positions=jnp.arange(key.shape[1]) if key_positions is None else key_positions,
+        causal=causal, window=self.attention_window,
+        implementation=self.implementation)
     if self.attention == 'relative':
       extras.update(relative_key=jnp.asarray(self.relative_key, self.dtype),
                     relative_value=jnp.asarray(self.relative_value, self.dtype))
@@ -108,12 +113,14 @@ class MultiHeadAttention(nn.Module):
     return self.out(attended)  # [b, t, e]
 
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array],
-               causal: bool = False) -> Array:
+               causal: bool = False, positions: Optional[Array] = None) -> Array:
     """inputs_q [b, t, e], inputs_kv [b, s, e], mask broadcastable to [b, h, t, s] -> [b, t, e].
 
-    causal=True promises that mask is the causal mask (self-attention, t == s).
+    causal=True promises that mask is the causal mask (self-attention, t == s). positions [b, t]
+    (self-attention of packed rows) are the queries' and keys' positions; default 0..t-1.
     """
-    return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, causal=causal)
+    return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, query_positions=positions,
+                       key_positions=positions, causal=causal)
 
 
 class FeedForward(nn.Module):
@@ -177,16 +184,24 @@ class EncoderBlock(nn.Module):
   num_kv_heads: Optional[int] = None
   attention_window: int = 16
   max_relative_distance: int = 16
+  implementation: str = 'xla'
+  causal: bool = False  # True: `mask` is the causal mask (a decoder-only language model)
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-    """x [b, s, e], mask broadcastable to [b, h, s, s] -> [b, s, e]."""
+  def __call__(self, x: Array, mask: Array, deterministic: bool,
+               positions: Optional[Array] = None) -> Array:
+    """x [b, s, e], mask broadcastable to [b, h, s, s] -> [b, s, e].
+
+    positions [b, s]: each token's position in its own example (packed rows); default 0..s-1.
+    """
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
     self_attention = MultiHeadAttention(
         self.num_heads, self.embed_dim, self.attention, self.dtype, self.num_kv_heads,
-        self.attention_window, self.max_relative_distance, name='self_attention')
+        self.attention_window, self.max_relative_distance, self.implementation,
+        name='self_attention')
     x = residual(name='attention_residual')(
-        x, lambda y: self_attention(y, y, mask), deterministic)
+        x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions),
+        deterministic)
     feed_forward = FeedForward(self.mlp_dim, self.dtype, name='feed_forward')
     return residual(name='feed_forward_residual')(x, feed_forward, deterministic)
 
@@ -207,13 +222,14 @@ class DecoderBlock(nn.Module):
   num_kv_heads: Optional[int] = None
   attention_window: int = 16
   max_relative_distance: int = 16
+  implementation: str = 'xla'
 
   def setup(self):
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
     attention = functools.partial(
         MultiHeadAttention, self.num_heads, self.embed_dim, dtype=self.dtype,
         num_kv_heads=self.num_kv_heads, attention_window=self.attention_window,
-        max_relative_distance=self.max_relative_distance)
+        max_relative_distance=self.max_relative_distance, implementation=self.implementation)
     self.self_attention = attention(self.attention)
     self.self_attention_residual = residual()
     self.cross_attention = attention(attention_lib.cross_attention_name(self.attention))
@@ -222,10 +238,16 @@ class DecoderBlock(nn.Module):
     self.feed_forward_residual = residual()
 
   def __call__(self, x: Array, encoded: Array, self_mask: Array, cross_mask: Array,
-               deterministic: bool) -> Array:
-    """x [b, t, e], encoded [b, s, e]; masks broadcast to [b, h, t, t] and [b, h, t, s]."""
+               deterministic: bool, positions: Optional[Array] = None) -> Array:
+    """x [b, t, e], encoded [b, s, e]; masks broadcast to [b, h, t, t] and [b, h, t, s].
+
+    Without positions, self_mask is the causal mask. With positions [b, t] (packed rows: each
+    token's position in its own example), self_mask is causal within each example only, which
+    is not the causal mask that `causal=True` promises to the attention function.
+    """
     x = self.self_attention_residual(
-        x, lambda y: self.self_attention(y, y, self_mask, causal=True), deterministic)
+        x, lambda y: self.self_attention(y, y, self_mask, causal=positions is None,
+                                         positions=positions), deterministic)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention(y, encoded, cross_mask), deterministic)
     return self.feed_forward_residual(x, self.feed_forward, deterministic)
@@ -263,3 +285,26 @@ class DecoderBlock(nn.Module):
         deterministic=True)
     x = self.feed_forward_residual(x, self.feed_forward, deterministic=True)
     return x, cache.replace(self_key=self_key, self_value=self_value)
+
+
+REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep matmul outputs
+}
+
+
+def remat(block_class: type[nn.Module], policy: str, deterministic_argnum: int) -> type[nn.Module]:
+  """block_class, or it wrapped in `jax.checkpoint` (Chen et al. 2016) under a named policy.
+
+  Rematerialised blocks keep only their inputs for the backward pass and recompute the rest
+  (`full`), or all but their matrix products (`dots`): less activation memory, more FLOPs.
+  `deterministic_argnum` is the position of `__call__`'s static `deterministic` argument,
+  counting `self` as 0.
+  """
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f'Unknown remat policy {policy!r}; known: {", ".join(REMAT_POLICIES)}.')
+  if policy == 'none':
+    return block_class
+  return nn.remat(block_class, policy=REMAT_POLICIES[policy],
+                  static_argnums=(deterministic_argnum,))

@@ -2,12 +2,16 @@
 
 import flax.linen as nn
 
+from seqjax.models import decoder_only
+from seqjax.models import encoder_only
 from seqjax.models import rnn
 from seqjax.models import seq2seq
 from seqjax.models import transformer
 
 MODELS: dict[str, type[nn.Module]] = {
-    'transformer': transformer.Transformer,
+    'transformer': transformer.Transformer,  # encoder-decoder (Vaswani et al. 2017)
+    'transformer_lm': decoder_only.TransformerLM,  # decoder-only (GPT-style)
+    'transformer_classifier': encoder_only.TransformerClassifier,  # encoder-only (BERT-style)
     'rnn_lm': rnn.RNNLanguageModel,
     'rnn_classifier': rnn.SequenceClassifier,
     'seq2seq': seq2seq.Seq2Seq,

@@ -1,0 +1,124 @@
+"""The decoder-only member of the Transformer family: a causal language model (GPT-style).
+
+Radford et al. 2018 kept the paper's decoder and dropped its encoder and cross-attention, which
+leaves the encoder block with a causal mask: each position predicts the next token from the ones
+before it. Built from seqjax's own blocks (pre-LN by default, as GPT-2; post-LN as an option),
+with the shared, scaled embedding table as the output projection.
+
+Shape legend: b batch, t length, e model dim, v vocab. Token id 0 is padding and doubles as the
+start symbol: the model reads shift_right(targets) and is trained to predict targets.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from seqjax import attention
+from seqjax.layers import embed
+from seqjax.layers import transformer as blocks
+from seqjax.models import transformer
+
+Array = jax.Array
+
+# Attention functions that encode positions themselves; 'auto' adds no position table for them.
+POSITIONAL_ATTENTION = frozenset({'rope', 'alibi', 'relative'})
+POSITION_EMBEDDINGS = ('auto', 'sinusoidal', 'learned', 'none')
+
+
+class PositionalEmbed(nn.Module):
+  """Token embedding plus the position table the config names, then dropout.
+
+  'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative)
+  and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others; 'learned' is GPT's table.
+  """
+  vocab_size: int
+  features: int
+  position_embedding: str
+  attention: str
+  max_length: int
+  dropout_rate: float
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    if self.position_embedding not in POSITION_EMBEDDINGS:
+      raise ValueError(f'Unknown position_embedding {self.position_embedding!r}; known: '
+                       f'{", ".join(POSITION_EMBEDDINGS)}.')
+    self.embed = embed.Embed(self.vocab_size, self.features, self.dtype, name='embed')
+    if self.kind == 'learned':
+      self.positions = self.param(
+          'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                    ('length', 'embed')),
+          (self.max_length, self.features))
+    self.dropout = nn.Dropout(self.dropout_rate)
+
+  @property
+  def kind(self) -> str:
+    if self.position_embedding != 'auto':
+      return self.position_embedding
+    return 'none' if self.attention in POSITIONAL_ATTENTION else 'sinusoidal'
+
+  def __call__(self, ids: Array, deterministic: bool, prefix: Optional[Array] = None) -> Array:
+    """ids [b, t] -> [b, t, e]; with prefix [e] (a [CLS] vector), [b, 1 + t, e] with it first."""
+    x = self.embed(ids)  # [b, t, e]
+    if prefix is not None:
+      prefix = jnp.broadcast_to(jnp.asarray(prefix, x.dtype), (x.shape[0], 1, x.shape[2]))
+      x = jnp.concatenate([prefix, x], axis=1)  # [b, 1 + t, e]
+    length = x.shape[1]
+    if length > self.max_length:
+      raise ValueError(f'Sequence length {length} is over the model maximum '
+                       f'max_length={self.max_length}.')
+    if self.kind == 'sinusoidal':
+      x = x + jnp.asarray(embed.sinusoidal_positions(length, self.features), self.dtype)[None]
+    elif self.kind == 'learned':
+      x = x + jnp.asarray(self.positions[:length], self.dtype)[None]
+    return self.dropout(x, deterministic=deterministic)
+
+  def attend(self, x: Array) -> Array:
+    return self.embed.attend(x)
+
+
+class TransformerLM(nn.Module):
+  """Decoder-only Transformer: `__call__(targets) -> logits [b, t, v]` for next-token prediction."""
+  vocab_size: int
+  num_layers: int = 6
+  embed_dim: int = 512
+  num_heads: int = 8
+  mlp_dim: int = 2048
+  dropout_rate: float = 0.1
+  pre_ln: bool = True
+  attention: str = 'dot_product'  # a name in seqjax.attention's registry
+  attention_implementation: str = 'xla'  # 'fused' only: xla | cudnn
+  num_kv_heads: Optional[int] = None
+  attention_window: int = 16
+  max_relative_distance: int = 16
+  position_embedding: str = 'auto'  # auto | sinusoidal | learned | none
+  max_length: int = 1024
+  remat: str = 'none'  # none | full | dots
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.embed = PositionalEmbed(self.vocab_size, self.embed_dim, self.position_embedding,
+                                 self.attention, self.max_length, self.dropout_rate, self.dtype)
+    block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
+    self.blocks = [
+        block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
+              dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
+              dtype=self.dtype, num_kv_heads=self.num_kv_heads,
+              attention_window=self.attention_window,
+              max_relative_distance=self.max_relative_distance,
+              implementation=self.attention_implementation, causal=True, name=f'layer_{i}')
+        for i in range(self.num_layers)]
+    if self.pre_ln:
+      self.final_norm = blocks.layer_norm('final_norm', self.dtype)
+
+  def __call__(self, targets: Array, *, deterministic: bool = True) -> Array:
+    """targets [b, t] -> logits [b, t, v] (float32); position i sees targets[:, :i] only."""
+    x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
+    mask = attention.causal_mask(targets.shape[1])  # [1, 1, t, t]
+    for block in self.blocks:
+      x = block(x, mask, deterministic)
+    if self.pre_ln:
+      x = self.final_norm(x)
+    return self.embed.attend(x)

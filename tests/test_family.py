@@ -1,0 +1,199 @@
+"""The Transformer family: decoder-only LM, encoder-only classifier, mixed precision, remat.
+
+References: the parameter count written out from the architecture, causality and padding
+invariance checked by perturbing inputs, float32 runs for bfloat16, plain blocks for remat.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import default
+from configs import transformer_lm
+from configs import transformer_sst2
+from seqjax import config as config_lib
+from seqjax import optim
+from seqjax import train
+from seqjax.models import decoder_only
+from seqjax.models import encoder_only
+from seqjax.models import transformer
+
+SMALL = dict(num_layers=2, embed_dim=16, num_heads=2, mlp_dim=32, dropout_rate=0.0)
+
+
+def _params(model, *args):
+  return nn.unbox(model.init(jax.random.key(0), *args)['params'])
+
+
+def _count(params) -> int:
+  return sum(leaf.size for leaf in jax.tree.leaves(params))
+
+
+def test_lm_parameter_count_equals_the_architecture():
+  vocab, e, f, layers = 40, 16, 32, 2
+  model = decoder_only.TransformerLM(vocab, **SMALL, position_embedding='learned', max_length=12)
+  params = _params(model, jnp.ones((1, 12), jnp.int32))
+  attention = 4 * (e * e + e)  # q, k, v, out projections with biases
+  feed_forward = e * f + f + f * e + e
+  norms = 2 * 2 * e  # one LayerNorm (scale, bias) per residual
+  expected = vocab * e + 12 * e + layers * (attention + feed_forward + norms) + 2 * e
+  assert _count(params) == expected  # tied output projection: no extra [e, v] matrix
+
+
+def test_lm_is_causal():
+  model = decoder_only.TransformerLM(50, **SMALL)
+  targets = jnp.asarray(np.random.default_rng(0).integers(3, 50, (2, 10)), jnp.int32)
+  params = _params(model, targets)
+  logits = model.apply({'params': params}, targets)  # [b, t, v]
+  changed = targets.at[:, 6].set(7)  # target 6 is read as input by position 7 onwards
+  changed_logits = model.apply({'params': params}, changed)
+  np.testing.assert_allclose(logits[:, :7], changed_logits[:, :7], atol=1e-6)
+  assert not np.allclose(logits[:, 7:], changed_logits[:, 7:], atol=1e-4)
+
+
+@pytest.mark.parametrize('attention', ['dot_product', 'rope', 'alibi', 'linear', 'local'])
+def test_lm_attention_variants_stay_causal(attention):
+  model = decoder_only.TransformerLM(30, **SMALL, attention=attention, attention_window=3)
+  targets = jnp.asarray(np.random.default_rng(1).integers(3, 30, (1, 8)), jnp.int32)
+  params = _params(model, targets)
+  logits = model.apply({'params': params}, targets)
+  changed_logits = model.apply({'params': params}, targets.at[:, 4].set(2))
+  np.testing.assert_allclose(logits[:, :5], changed_logits[:, :5], atol=1e-5)
+
+
+@pytest.mark.parametrize('pooling', ['cls', 'mean'])
+def test_classifier_ignores_padding(pooling):
+  model = encoder_only.TransformerClassifier(40, 3, **SMALL, pooling=pooling)
+  rng = np.random.default_rng(2)
+  inputs = np.zeros((2, 12), np.int32)
+  inputs[0, :5] = rng.integers(3, 40, 5)
+  inputs[1, :9] = rng.integers(3, 40, 9)
+  params = _params(model, jnp.asarray(inputs))
+  # The classification head starts at zero; give it weights so the test sees the encoder.
+  head = params['head']['kernel']
+  params['head']['kernel'] = jnp.asarray(rng.normal(size=head.shape), head.dtype)
+  logits = model.apply({'params': params}, jnp.asarray(inputs))  # [b, c]
+  wider = np.pad(inputs, ((0, 0), (0, 6)))  # more padding
+  np.testing.assert_allclose(logits, model.apply({'params': params}, jnp.asarray(wider)),
+                             atol=1e-5)
+  changed = inputs.copy()
+  changed[0, 2] = 3 if inputs[0, 2] != 3 else 4  # a real token does matter
+  assert not np.allclose(logits[0], model.apply({'params': params}, jnp.asarray(changed))[0])
+
+
+def _grads(model, params, *args):
+  def loss(p):
+    return jnp.mean(model.apply({'params': p}, *args) ** 2)
+  return jax.grad(loss)(params)
+
+
+@pytest.mark.parametrize('policy', ['full', 'dots'])
+def test_remat_gives_the_plain_gradients(policy):
+  rng = np.random.default_rng(3)
+  inputs = jnp.asarray(rng.integers(3, 30, (2, 7)), jnp.int32)
+  targets = jnp.asarray(rng.integers(3, 30, (2, 5)), jnp.int32)
+  seq2seq_args = dict(num_encoder_layers=2, num_decoder_layers=2, embed_dim=16, num_heads=2,
+                      mlp_dim=32, dropout_rate=0.0)
+  for make, args in ((functools.partial(transformer.Transformer, 30, **seq2seq_args),
+                      (inputs, targets)),
+                     (functools.partial(decoder_only.TransformerLM, 30, **SMALL), (targets,)),
+                     (functools.partial(encoder_only.TransformerClassifier, 30, 2, **SMALL),
+                      (inputs,))):
+    plain, remat = make(), make(remat=policy)
+    params = _params(plain, *args)
+    expected = _grads(plain, params, *args)
+    actual = jax.jit(functools.partial(_grads, remat))(params, *args)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 actual, expected)
+
+
+def test_unknown_remat_policy_is_named():
+  model = decoder_only.TransformerLM(30, **SMALL, remat='some')
+  with pytest.raises(ValueError, match="Unknown remat policy 'some'; known: none, full, dots"):
+    _params(model, jnp.ones((1, 4), jnp.int32))
+
+
+def test_gradient_accumulation_updates_once_with_the_mean_gradient():
+  cfg = config_lib.OptimizerConfig(name='adam', schedule='constant', warmup_steps=0,
+                                   learning_rate=0.1, accumulation_steps=2)
+  accumulating, _ = optim.make_optimizer(cfg, 10)
+  plain, _ = optim.make_optimizer(config_lib.OptimizerConfig(
+      name='adam', schedule='constant', warmup_steps=0, learning_rate=0.1), 10)
+  params = {'w': jnp.asarray([1.0, -2.0, 3.0])}
+  g1, g2 = {'w': jnp.asarray([0.5, 1.0, -1.0])}, {'w': jnp.asarray([1.5, -3.0, 0.0])}
+  state = accumulating.init(params)
+  updates, state = accumulating.update(g1, state, params)
+  after_one = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(after_one['w'], params['w'])  # no update mid-accumulation
+  updates, state = accumulating.update(g2, state, after_one)
+  after_two = optax.apply_updates(after_one, updates)
+  mean = {'w': (g1['w'] + g2['w']) / 2}
+  reference_updates, _ = plain.update(mean, plain.init(params), params)
+  np.testing.assert_allclose(after_two['w'], optax.apply_updates(params, reference_updates)['w'],
+                             rtol=1e-6)
+
+
+def _sharded_config(module, **overrides):
+  config = module.get_config('smoke')
+  config.mesh.data, config.mesh.model = 4, 2
+  config.batch_size = 16
+  for key, value in overrides.items():
+    section, _, name = key.rpartition('.')
+    (config[section] if section else config)[name] = value
+  return config
+
+
+def _losses(exp, num_steps):
+  """Training losses of num_steps steps from a fresh state."""
+  state = train.create_state(exp)
+  step = train.make_train_step(exp)
+  records = exp.load_split('train')
+  batches = [exp.encoder.encode_batch(records[i * 16:(i + 1) * 16]) for i in range(num_steps)]
+  losses = []
+  for rows in batches:
+    batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    if 'weights' not in batch and exp.task.name in ('classification', 'regression'):
+      batch['weights'] = np.ones(len(rows), np.float32)
+    state, metrics = step(state, train.to_global(exp, batch))
+    losses.append(float(metrics['train_loss']))
+  return state, losses
+
+
+@pytest.mark.parametrize('module', [default, transformer_lm, transformer_sst2],
+                         ids=['encoder_decoder', 'decoder_only', 'encoder_only'])
+def test_each_family_member_trains_on_a_4x2_mesh(module, tmp_path):
+  overrides = {'optimizer.learning_rate': 3e-3, 'optimizer.warmup_steps': 1,
+               'optimizer.schedule': 'constant'}
+  exp = train.build(_sharded_config(module, **overrides), str(tmp_path / 'mesh'))
+  assert dict(exp.mesh.shape) == {'data': 4, 'fsdp': 1, 'model': 2}
+  state, losses = _losses(exp, 6)
+  model_split = [leaf for leaf in jax.tree.leaves(state.params) if 'model' in leaf.sharding.spec]
+  assert model_split  # some weights live split over the model axis
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+  single = train.build(_sharded_config(module, **overrides, **{'mesh.data': 1, 'mesh.model': 1}),
+                       str(tmp_path / 'single'))
+  np.testing.assert_allclose(losses, _losses(single, 6)[1], rtol=2e-4)
+
+
+def test_bfloat16_keeps_float32_parameters_and_logits(tmp_path):
+  config = _sharded_config(transformer_lm, dtype='bfloat16')
+  exp = train.build(config, str(tmp_path / 'bf16'))
+  state, losses = _losses(exp, 2)
+  dtypes = {leaf.dtype for leaf in jax.tree.leaves((state.params, state.opt_state))
+            if jnp.issubdtype(leaf.dtype, jnp.floating)}
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  records = exp.load_split('train')[:4]
+  inputs = np.stack([row['targets'] for row in exp.encoder.encode_batch(records)])
+  logits = exp.model.apply({'params': state.params}, inputs)
+  assert logits.dtype == jnp.float32
+  exp32 = train.build(_sharded_config(transformer_lm), str(tmp_path / 'f32'))
+  logits32 = exp32.model.apply({'params': state.params}, inputs)
+  # bfloat16 has an 8-bit mantissa: agreement to a few percent of the logit scale.
+  scale = float(jnp.std(logits32))
+  assert float(jnp.max(jnp.abs(logits - logits32))) < 0.1 * scale
+  np.testing.assert_allclose(losses, _losses(exp32, 2)[1], rtol=2e-2)
