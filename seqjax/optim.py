@@ -33,8 +33,15 @@ def learning_rate_schedule(cfg: config_lib.OptimizerConfig,
 
 def make_optimizer(cfg: config_lib.OptimizerConfig,
                    num_train_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """The optimizer (with clipping and accumulation when configured) and its schedule."""
-  schedule = learning_rate_schedule(cfg, num_train_steps)
+  """The optimizer (with clipping and accumulation when configured) and its schedule.
+
+  With accumulation over k steps (optax.MultiSteps), training steps are micro-batches: the
+  parameters change every k-th step, the schedule counts those updates (so it spans
+  num_train_steps // k of them), and the effective batch is k * batch_size.
+  """
+  if cfg.accumulation_steps < 1:
+    raise ValueError(f'optimizer.accumulation_steps={cfg.accumulation_steps} must be >= 1.')
+  schedule = learning_rate_schedule(cfg, num_train_steps // cfg.accumulation_steps)
   if cfg.name == 'adam':
     optimizer = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
   elif cfg.name == 'adamw':

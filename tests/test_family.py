@@ -4,6 +4,7 @@ References: the parameter count written out from the architecture, causality and
 invariance checked by perturbing inputs, float32 runs for bfloat16, plain blocks for remat.
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -197,3 +198,13 @@ def test_bfloat16_keeps_float32_parameters_and_logits(tmp_path):
   scale = float(jnp.std(logits32))
   assert float(jnp.max(jnp.abs(logits - logits32))) < 0.1 * scale
   np.testing.assert_allclose(losses, _losses(exp32, 2)[1], rtol=2e-2)
+
+
+def test_accumulated_schedule_spans_the_updates_not_the_micro_batches():
+  cfg = config_lib.OptimizerConfig(schedule='cosine', warmup_steps=1, learning_rate=1.0,
+                                   accumulation_steps=4)
+  _, schedule = optim.make_optimizer(cfg, 40)  # 40 micro-batches = 10 updates
+  assert float(schedule(1)) == pytest.approx(1.0)
+  assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)  # decayed by the last update
+  with pytest.raises(ValueError, match='accumulation_steps=0 must be >= 1'):
+    optim.make_optimizer(dataclasses.replace(cfg, accumulation_steps=0), 40)

@@ -1,0 +1,194 @@
+"""Tokens/s and model FLOPs utilisation of the Transformer-base training step, against PyTorch.
+
+  python experiments/benchmarks/train_step.py [--batch 16 --length 32 --peak_tflops 0.2]
+  python experiments/benchmarks/train_step.py --attention dot_product --dtypes bfloat16 \
+      --peak_tflops 989 --batch 256 --length 64 --no_torch          # an H100's bf16 dense peak
+
+Times seqjax's own jitted train step (`seqjax.train.make_train_step`: forward, backward, Adam
+update, dropout 0.1, label smoothing 0.1) of the paper's base model (6+6 layers, e 512, 8 heads,
+f 2048, shared vocabulary of --vocab) on random token ids, for each attention function of the
+registry and each dtype; and PyTorch's `nn.Transformer` of the same dimensions, with the same
+shared scaled embedding, sinusoidal positions, tied output projection, label-smoothed loss and
+Adam, in float32. Variants run round-robin (one step of each per round) so that load from other
+processes falls on all alike; medians over rounds are reported.
+
+FLOPs per step (stated in the JSON): 3 x the forward pass's matrix-multiply FLOPs (backward = 2 x
+forward), counted as 2 x (multiply-adds) of every projection a token goes through (the 6N rule
+with N the matrix parameters a token touches) plus the attention score and value products
+(4 x context x e per token per attention layer; the PaLM appendix-B count). MFU = FLOPs per second
+over --peak_tflops (the device's dense peak; for this CPU the default is a 2048^3 float32 matmul
+timed in the same run).
+"""
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import attention as attention_lib
+from seqjax import config as config_lib
+from seqjax import sharding
+from seqjax import train
+from seqjax.layers import embed
+from seqjax.models import transformer
+
+
+def parse_args():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--batch', type=int, default=16, help='sentence pairs per step')
+  parser.add_argument('--length', type=int, default=32, help='source = target length (tokens)')
+  parser.add_argument('--vocab', type=int, default=32768)
+  parser.add_argument('--attention', default=','.join(attention_lib.names()))
+  parser.add_argument('--dtypes', default='float32,bfloat16')
+  parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
+  parser.add_argument('--peak_tflops', type=float, default=0.0,
+                      help="the device's peak; 0 = a 2048^3 float32 matmul timed here")
+  parser.add_argument('--no_torch', action='store_true')
+  parser.add_argument('--threads', type=int, default=os.cpu_count(), help='PyTorch threads')
+  return parser.parse_args()
+
+
+def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
+  """Training FLOPs of one step: 3 x forward matmul FLOPs (see the module docstring)."""
+  e, f = preset['embed_dim'], preset['mlp_dim']
+  enc, dec = preset['num_encoder_layers'], preset['num_decoder_layers']
+  s = t = length
+  per_source_token = enc * (4 * e * e + 2 * e * f + 2 * s * e)  # multiply-adds
+  per_source_token += dec * 2 * e * e  # cross-attention keys and values of each decoder layer
+  per_target_token = dec * (6 * e * e + 2 * e * f + 2 * t * e + 2 * s * e) + e * vocab
+  return 3 * 2 * batch * (s * per_source_token + t * per_target_token)
+
+
+def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int):
+  """A blocking callable running one step of seqjax's trainer on random ids (one device)."""
+  config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
+  config_lib.shrink_for_smoke(config)
+  config.mesh.data = 1
+  config.dtype = dtype
+  config.batch_size = batch
+  config.label_smoothing = 0.1
+  exp = train.build(config, '/tmp/seqjax_train_step_benchmark')
+  model = transformer.Transformer(vocab_size=vocab, **transformer.PRESETS['base'],
+                                  attention=attention, dtype=jnp.dtype(dtype))
+  example = {'inputs': np.ones((1, length), np.int32), 'targets': np.ones((1, length), np.int32)}
+  init = functools.partial(train._init_state, model, exp.optimizer, exp.task, example)  # pylint: disable=protected-access
+  boxed = jax.eval_shape(init, jax.random.key(0))
+  state_sharding = sharding.logical_to_sharding(nn.get_partition_spec(boxed), exp.mesh,
+                                                exp.cfg.logical_axis_rules)
+  exp = dataclasses.replace(exp, model=model, init=init, state_sharding=state_sharding)
+  state = train.create_state(exp)
+  step = train.make_train_step(exp)
+  rng = np.random.default_rng(0)
+  batch_arrays = train.to_global(exp, {
+      'inputs': rng.integers(3, vocab, (batch, length)).astype(np.int32),
+      'targets': rng.integers(3, vocab, (batch, length)).astype(np.int32)})
+  holder = [state]
+
+  def run():
+    holder[0], metrics = step(holder[0], batch_arrays)
+    jax.block_until_ready(metrics['train_loss'])
+  return run
+
+
+def torch_step(torch, batch: int, length: int, vocab: int, preset: dict):
+  """PyTorch's nn.Transformer with the paper's embedding, positions and tied projection."""
+  e = preset['embed_dim']
+  body = torch.nn.Transformer(
+      d_model=e, nhead=preset['num_heads'], num_encoder_layers=preset['num_encoder_layers'],
+      num_decoder_layers=preset['num_decoder_layers'], dim_feedforward=preset['mlp_dim'],
+      dropout=preset['dropout_rate'], batch_first=True)
+  table = torch.nn.Embedding(vocab, e, padding_idx=0)
+  modules = torch.nn.ModuleList([body, table])
+  optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+  loss_fn = torch.nn.CrossEntropyLoss(ignore_index=0, label_smoothing=0.1)
+  positions = torch.from_numpy(embed.sinusoidal_positions(length, e))
+  causal = body.generate_square_subsequent_mask(length)
+  rng = np.random.default_rng(0)
+  inputs = torch.from_numpy(rng.integers(3, vocab, (batch, length)))
+  targets = torch.from_numpy(rng.integers(3, vocab, (batch, length)))
+  decoder_inputs = torch.nn.functional.pad(targets, (1, 0))[:, :-1]
+  scale = e**0.5
+
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    source = table(inputs) * scale + positions
+    target = table(decoder_inputs) * scale + positions
+    hidden = body(source, target, tgt_mask=causal, src_key_padding_mask=inputs == 0,
+                  memory_key_padding_mask=inputs == 0, tgt_is_causal=True)
+    logits = hidden @ table.weight.T  # [b, t, v], tied
+    loss = loss_fn(logits.reshape(-1, vocab), targets.reshape(-1))
+    loss.backward()
+    optimizer.step()
+  return run
+
+
+def matmul_step(size: int = 2048):
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
+  matmul = jax.jit(lambda x: x @ x)
+  return lambda: jax.block_until_ready(matmul(a)), 2 * size**3
+
+
+def main():
+  args = parse_args()
+  preset = transformer.PRESETS['base']
+  variants = {}
+  for dtype in args.dtypes.split(','):
+    for name in args.attention.split(','):
+      variants[f'seqjax/{name}/{dtype}'] = seqjax_step(name, dtype, args.batch, args.length,
+                                                       args.vocab)
+  if not args.no_torch:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+      torch.set_num_threads(args.threads)
+      variants['torch/nn.Transformer/float32'] = torch_step(torch, args.batch, args.length,
+                                                           args.vocab, preset)
+    except ImportError:
+      pass
+  matmul, matmul_flops = matmul_step()
+  variants['matmul_2048'] = matmul
+  for run in variants.values():  # warm-up: compilation, first allocations
+    run()
+    run()
+  times = {name: [] for name in variants}
+  for _ in range(args.rounds):
+    for name, run in variants.items():
+      start = time.perf_counter()
+      run()
+      times[name].append(time.perf_counter() - start)
+  median = {name: statistics.median(values) for name, values in times.items()}
+  peak = args.peak_tflops * 1e12 or matmul_flops / median['matmul_2048']
+  flops = step_flops(args.batch, args.length, args.vocab, preset)
+  tokens = 2 * args.batch * args.length  # source + target tokens per step
+  results = {}
+  for name, seconds in median.items():
+    if name == 'matmul_2048':
+      continue
+    results[name] = {'seconds_median': seconds, 'seconds_min': min(times[name]),
+                     'tokens_per_second': tokens / seconds, 'mfu': flops / seconds / peak}
+  torch_name = 'torch/nn.Transformer/float32'
+  if torch_name in results:
+    for name, row in results.items():
+      row['speedup_over_torch'] = median[torch_name] / median[name]
+  print(json.dumps({
+      'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
+      'jax': jax.__version__, 'batch': args.batch, 'source_length': args.length,
+      'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
+      json.dumps(preset), 'flops_per_step': flops,
+      'flops_formula': '3 x 2 x b x [s x (L_enc (4e^2 + 2ef + 2se) + L_dec 2e^2) + '
+                       't x (L_dec (6e^2 + 2ef + 2te + 2se) + ev)]',
+      'peak_flops': peak, 'peak_source': 'argument' if args.peak_tflops else
+                      'measured 2048^3 float32 matmul', 'rounds': args.rounds,
+      'results': results}, indent=1))
+
+
+if __name__ == '__main__':
+  main()
