@@ -2,13 +2,17 @@
 
 Saves are asynchronous (training goes on while the files are written) and atomic (orbax writes
 into a temporary directory and renames it once complete), so a crash mid-save leaves the previous
-checkpoint as the latest one.
+checkpoint as the latest one; the half-written directory is deleted when the next run opens the
+directory. Next to the state, a small JSON item `meta` records what the state only makes sense with
+(the tokenizer's size and hash); restoring compares it, and the parameter shapes, before reading.
 """
 
 import os
 from typing import Any, Optional
 
 import grain
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 
@@ -21,30 +25,55 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=True)
+                                           enable_async_checkpointing=True,
+                                           cleanup_tmp_directories=True)
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler(),
+                'data': grain.checkpoint.CheckpointHandler()}
     # orbax refuses relative paths, and `--workdir` is often one (make demo's workdirs/demo).
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                          item_handlers=handlers)
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator) -> None:
-    """Starts an async save of the state and the data position after `step` updates."""
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                              data=grain.checkpoint.CheckpointSave(data_iterator))
-    self._manager.save(step, args=args, force=True)
+  def all_steps(self) -> list[int]:
+    """The steps of the committed checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: grain.DatasetIterator,
+           metadata: Optional[dict[str, Any]] = None) -> None:
+    """Starts an async save of the state, the data position and `metadata` (JSON, written by
+    the primary process) after `step` updates."""
+    items = {'state': ocp.args.StandardSave(state),
+             'data': grain.checkpoint.CheckpointSave(data_iterator)}
+    if metadata is not None:
+      items['meta'] = ocp.args.JsonSave(metadata)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def restore(self, step: int, abstract_state: Any,
-              data_iterator: Optional[grain.DatasetIterator]) -> Any:
-    """The state saved at `step`, laid out as `abstract_state` (shapes, dtypes and shardings).
+              data_iterator: Optional[grain.DatasetIterator],
+              metadata: Optional[dict[str, Any]] = None) -> Any:
+    """The state saved at `step`, laid out as `abstract_state` (shapes, dtypes and shardings,
+    which may differ from the saving run's mesh).
 
-    `data_iterator` (when given) is moved to the saved position in place. Shapes that differ from
-    the saved ones raise: a checkpoint is never padded or truncated to fit.
+    `data_iterator` (when given) is moved to the saved position in place. Refused with a
+    ValueError, before anything is read: `metadata` that differs from the saved one, and a
+    parameter whose shape differs from the saved one (never padded or truncated to fit).
     """
+    if metadata is not None:
+      check_metadata(step, self.metadata(step), metadata)
+    check_shapes(step, self._manager.item_metadata(step)['state'].tree['params'],
+                 abstract_state.params)
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+
+  def metadata(self, step: int) -> dict[str, Any]:
+    """The JSON metadata saved with `step` ({} for a checkpoint without any)."""
+    if 'meta' not in self._manager.item_metadata(step):
+      return {}
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
   def wait(self) -> None:
     """Blocks until the async saves in flight have been committed."""
@@ -52,3 +81,59 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def check_metadata(step: int, saved: dict[str, Any], expected: dict[str, Any]) -> None:
+  """Raises naming each key whose saved value differs from the expected one."""
+  for key, value in expected.items():
+    if key in saved and saved[key] != value:
+      raise ValueError(f'The checkpoint at step {step} was saved with {key}={saved[key]!r}, but '
+                       f'this run has {key}={value!r}. {METADATA_HINTS.get(key, "")}'.rstrip())
+
+
+METADATA_HINTS = {
+    'vocab_sha256': 'The vocabulary file differs from the one the checkpoint was trained with: '
+                    'pass that one as data.vocab_path.',
+    'vocab_size': 'The vocabulary differs from the one the checkpoint was trained with: pass '
+                  'that one as data.vocab_path.',
+}
+
+
+def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'a/b/c' -> shape of each leaf of a nested-dict tree (arrays or orbax array metadata)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(leaf.shape)
+          for path, leaf in leaves}
+
+
+def check_shapes(step: int, saved_params: Any, params: Any) -> None:
+  """Raises naming the first parameter whose saved shape differs from the model's, or that
+  exists on one side only."""
+  saved, wanted = _paths(saved_params), _paths(params)
+  for name in sorted(set(saved) | set(wanted)):
+    if saved.get(name) != wanted.get(name):
+      def describe(shape):
+        return 'absent' if shape is None else f'shape {shape}'
+      raise ValueError(
+          f'The checkpoint at step {step} does not fit the model: parameter {name} is '
+          f'{describe(saved.get(name))} in the checkpoint and {describe(wanted.get(name))} in '
+          'the model (checkpoints are never padded or truncated to fit).')
+
+
+def average_params(checkpointer: Checkpointer, steps: list[int], abstract_state: Any,
+                   metadata: Optional[dict[str, Any]] = None) -> Any:
+  """The mean of the parameters saved at `steps`, laid out as abstract_state.params.
+
+  Checkpoint averaging (Vaswani et al. 2017, sec. 6.1): each checkpoint is restored through orbax
+  in turn and summed in float32, so only two copies of the parameters are held at a time; the
+  mean is cast back to each parameter's dtype.
+  """
+  if not steps:
+    raise ValueError('No checkpoint steps to average.')
+  total = None
+  for step in steps:
+    params = checkpointer.restore(step, abstract_state, None, metadata).params
+    params = jax.tree.map(lambda x: x.astype(jnp.float32), params)
+    total = params if total is None else jax.tree.map(jnp.add, total, params)
+  return jax.tree.map(lambda summed, like: (summed / len(steps)).astype(like.dtype), total,
+                      abstract_state.params)

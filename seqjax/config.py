@@ -53,6 +53,9 @@ class EvalConfig:
   beam_size: int = 1  # 1: greedy search; more: beam search (seqjax/decode.py)
   length_penalty: float = 0.6  # alpha of the GNMT length penalty ((5 + |Y|) / 6)^alpha
   max_length_margin: int = 50  # an output may be at most its source length + this many tokens
+  # --mode=evaluate averages the parameters of the newest this many checkpoints (Vaswani et al.
+  # 2017, sec. 6.1: 5 for base, 20 for big); keep_checkpoints must be at least this.
+  num_average_checkpoints: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,12 @@ class Config:
   eval_every_steps: int = 500
   checkpoint_every_steps: int = 500
   keep_checkpoints: int = 3
+  # A step whose loss or gradient is not finite is skipped (parameters and optimizer state kept);
+  # this many in a row stop the run with an error.
+  max_consecutive_nonfinite_steps: int = 5
+  # Multi-host: every this many steps the processes agree whether one of them got SIGTERM (a
+  # collective; a single process checks every step for free). Then all save at that step and exit.
+  preemption_check_every_steps: int = 10
   batch_size: int = 64  # global, across all processes and devices
   dtype: str = 'float32'  # computation dtype; parameters stay float32
   label_smoothing: float = 0.1
@@ -133,6 +142,10 @@ def typed(config: ml_collections.ConfigDict) -> Config:
   raw['logical_axis_rules'] = tuple(
       (name, tuple(axes) if isinstance(axes, list) else axes)
       for name, axes in raw['logical_axis_rules'])
+  if raw['eval'].num_average_checkpoints > raw['keep_checkpoints']:
+    raise ValueError(f'eval.num_average_checkpoints={raw["eval"].num_average_checkpoints} is '
+                     f'more than keep_checkpoints={raw["keep_checkpoints"]}: keep at least as '
+                     'many checkpoints as are averaged.')
   return Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
                 data=data_config_cls(**data_args))
 

@@ -2,8 +2,13 @@
 
 The only file that defines flags. `--config.a.b=value` overrides a config value; the config is
 locked, so a misspelled key fails here, before anything is compiled, naming the key.
+
+Exit codes: 0 done; 1 a clear error (one line `seqjax: ...`: bad config, data, checkpoint or too
+many non-finite steps); 75 (seqjax.preemption.EXIT_CODE) preempted by SIGTERM after a committed
+checkpoint: run the same command again to resume.
 """
 
+import glob
 import logging
 import sys
 
@@ -36,12 +41,36 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'seqjax: bad command line: {message}')
 
 
+def _on_cloud_tpu_vm() -> bool:
+  """Whether this host has Google TPU chips (PCI vendor 0x1ae0), as JAX itself checks."""
+  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    with open(path, encoding='ascii') as f:
+      if f.read().strip() == '0x1ae0':
+        return True
+  return False
+
+
+def init_distributed(jax) -> None:
+  """jax.distributed from the flags (any platform; CPU collectives over gloo), or from the
+  environment on a Cloud TPU VM (JAX finds the coordinator and process ids itself)."""
+  if _COORDINATOR.value or _NUM_PROCESSES.value:
+    if None in (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
+      raise ValueError('--coordinator_address, --num_processes and --process_id go together; '
+                       f'got {_COORDINATOR.value!r}, {_NUM_PROCESSES.value}, {_PROCESS_ID.value}.')
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _on_cloud_tpu_vm():
+    jax.distributed.initialize()
+
+
 def main(argv: list[str]) -> None:
   del argv
   import jax  # after flag parsing, so --help stays fast
-  if _COORDINATOR.value or _NUM_PROCESSES.value:
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    init_distributed(jax)
+  except ValueError as error:
+    sys.exit(f'seqjax: {error}')
+  from seqjax import preemption  # pylint: disable=g-import-not-at-top
   from seqjax import train  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)  # orbax and grain log every save at INFO
@@ -61,7 +90,10 @@ def main(argv: list[str]) -> None:
       source = sys.stdin if _INPUT.value == '-' else open(_INPUT.value, encoding='utf-8')
       for line in train.translate(config, workdir, source):
         print(line)
-  except (ValueError, FileNotFoundError) as error:
+  except preemption.Preempted as stop:
+    print(f'seqjax: {stop}', file=sys.stderr, flush=True)
+    sys.exit(preemption.EXIT_CODE)
+  except (ValueError, FileNotFoundError, FloatingPointError) as error:
     sys.exit(f'seqjax: {error}')
 
 

@@ -6,6 +6,8 @@ pieces on the latest checkpoint. The ConfigDict becomes typed dataclasses here, 
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import os
 import re
@@ -14,6 +16,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import flax
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,9 +33,13 @@ from seqjax import metric_writer
 from seqjax import models
 from seqjax import optim
 from seqjax import plots
+from seqjax import preemption
 from seqjax import sharding
 from seqjax import tasks
 from seqjax.data import batching
+from seqjax.data import filters
+from seqjax.data import packing
+from seqjax.data import translation
 from seqjax.data import tokenizer as tokenizer_lib
 
 _LOG = logging.getLogger(__name__)
@@ -41,9 +48,11 @@ VOCAB_MULTIPLE = 128  # the model's vocabulary is padded up to this, so it split
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 [], updates applied so far
+  step: jax.Array  # int32 [], batches trained on so far (skipped ones included)
   params: Any
   opt_state: Any
+  num_skipped: jax.Array  # int32 [], steps skipped for a non-finite loss or gradient
+  nonfinite_streak: jax.Array  # int32 [], of them the latest in a row (0: last step was finite)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +97,7 @@ def _build_tokenizer(cfg: config_lib.Config, workdir: str, task: tasks.Task,
   data_cfg = cfg.data
   if data_cfg.vocab_path:
     return tokenizer_lib.Tokenizer.load(data_cfg.vocab_path)
-  sample = batching.first(train_records, data_cfg.tokenizer_sample_size)
+  sample = batching.spread(train_records, data_cfg.tokenizer_sample_size)
   texts = batching.tokenizer_texts(task.name, sample)
   path = os.path.join(workdir, 'vocab', f'{data_cfg.tokenizer}_{data_cfg.vocab_size}.model')
   return tokenizer_lib.load_or_train(path, texts, data_cfg.vocab_size, data_cfg.tokenizer,
@@ -141,7 +150,9 @@ def _init_state(model: nn.Module, optimizer: optax.GradientTransformation, task:
                 example: dict[str, np.ndarray], rng: jax.Array) -> TrainState:
   """Fresh parameters (boxed with their logical axis names) and optimizer state."""
   params = model.init({'params': rng}, *[example[key] for key in task.model_args])['params']
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(step=zero, params=params, opt_state=optimizer.init(params), num_skipped=zero,
+                    nonfinite_streak=zero)
 
 
 def create_state(exp: Experiment) -> TrainState:
@@ -161,18 +172,34 @@ def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
 
 
 def make_train_step(exp: Experiment):
-  """The jitted, sharded, state-donating update: (state, batch) -> (state, metrics)."""
+  """The jitted, sharded, state-donating update: (state, batch) -> (state, metrics).
+
+  A step whose loss or gradient is not finite keeps the parameters and optimizer state as they
+  were (a select, not a branch) and is counted in `num_skipped` and `nonfinite_streak`. The
+  dropout rng depends only on the seed and the step, so a resumed run draws the same masks.
+  """
   dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed), 1)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(dropout_key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(_loss_and_metrics, exp), has_aux=True)
     (loss, _), grads = grad_fn(state.params, batch, rng)
+    grad_norm = optax.global_norm(grads)  # before any clipping; NaN/inf if any entry is
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {'train_loss': loss, 'grad_norm': optax.global_norm(grads),
-               'learning_rate': exp.schedule(state.step)}
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    keep_if_not_finite = functools.partial(
+        jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    skipped = (~finite).astype(jnp.int32)
+    new_state = TrainState(step=state.step + 1,
+                           params=keep_if_not_finite(params, state.params),
+                           opt_state=keep_if_not_finite(opt_state, state.opt_state),
+                           num_skipped=state.num_skipped + skipped,
+                           nonfinite_streak=(state.nonfinite_streak + 1) * skipped)
+    metrics = {'train_loss': loss, 'grad_norm': grad_norm,
+               'learning_rate': exp.schedule(state.step // exp.cfg.optimizer.accumulation_steps),
+               'skipped_steps': new_state.num_skipped}
+    return new_state, metrics
 
   return jax.jit(train_step, in_shardings=(exp.state_sharding, exp.batch_sharding),
                  out_shardings=(exp.state_sharding, sharding.replicated(exp.mesh)),
@@ -197,12 +224,39 @@ def make_decode_fn(exp: Experiment):
                          length_penalty=cfg.length_penalty,
                          max_length_margin=cfg.max_length_margin,
                          num_real_tokens=exp.tokenizer.vocab_size)
-  return jax.jit(fn, in_shardings=(exp.state_sharding.params, exp.batch_sharding))
+  # Replicated output: every process reads all decoded rows (multi-host evaluation).
+  return jax.jit(fn, in_shardings=(exp.state_sharding.params, exp.batch_sharding),
+                 out_shardings=sharding.replicated(exp.mesh))
 
 
-def to_global(exp: Experiment, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-  """This process's rows of a batch -> one global array per key, laid out on the mesh."""
-  return {key: jax.make_array_from_process_local_data(exp.batch_sharding, value)
+def make_train_iterator(exp: Experiment) -> grain.DatasetIterator:
+  """The endless, checkpointable iterator of this process's training rows.
+
+  Translation datasets (data/translation.py) train on their filtered training split (the counts
+  are logged once), packed into rows of max_*_length tokens when data.pack is set.
+  """
+  cfg, records = exp.cfg, exp.load_split('train')
+  process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if isinstance(cfg.data, translation.TranslationConfig):
+    records, _ = filters.filtered_split(records, exp.tokenizer, cfg.data, 'train',
+                                        os.path.join(exp.workdir, 'vocab'),
+                                        is_writer=jax.process_index() == 0)
+    if cfg.data.pack:
+      return packing.packed_train_iterator(records, exp.tokenizer, cfg.data,
+                                           rows=cfg.batch_size, seed=cfg.seed, **process)
+  return batching.train_iterator(records, exp.encoder, batch_size=cfg.batch_size,
+                                 seed=cfg.seed, **process)
+
+
+def to_global(exp: Experiment, host_batch: dict[str, np.ndarray],
+              whole: bool = False) -> dict[str, jax.Array]:
+  """This process's rows of a batch -> one global array per key, laid out on the mesh.
+
+  whole=True: every process holds the whole batch (evaluation reads every split in full on
+  each host) and contributes the rows of its own devices.
+  """
+  return {key: jax.make_array_from_process_local_data(
+              exp.batch_sharding, value, value.shape if whole else None)
           for key, value in host_batch.items()}
 
 
@@ -210,7 +264,7 @@ def eval_metrics(exp: Experiment, eval_step, params, records, prefix: str) -> di
   """The task's metrics (loss, accuracies, perplexity) of the model on `records`."""
   totals = {}
   for batch in batching.padded_batches(records, exp.encoder, exp.cfg.eval.batch_size):
-    tasks.accumulate(totals, jax.device_get(eval_step(params, to_global(exp, batch))))
+    tasks.accumulate(totals, jax.device_get(eval_step(params, to_global(exp, batch, True))))
   return tasks.finalize(totals, prefix, exp.task)
 
 
@@ -218,7 +272,7 @@ def translate_pairs(exp: Experiment, decode_fn, params, pairs) -> list[str]:
   """The decoded text of every pair's source, in order."""
   hypotheses = []
   for batch in batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size):
-    ids = np.asarray(decode_fn(params, to_global(exp, batch)['inputs']))
+    ids = np.asarray(decode_fn(params, to_global(exp, batch, True)['inputs']))
     real = int(batch['weights'].sum())
     hypotheses.extend(exp.tokenizer.decode(row) for row in ids[:real])
   return hypotheses
@@ -261,7 +315,7 @@ def _last_cross_attention(intermediates) -> np.ndarray:
 def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None:
   """Heatmaps of the last decoder layer's cross-attention (mean over heads) on decoded outputs."""
   batch = next(batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size))
-  inputs = to_global(exp, batch)['inputs']
+  inputs = to_global(exp, batch, True)['inputs']
   outputs = decode_fn(params, inputs)  # [b, t]
   apply = jax.jit(functools.partial(exp.model.apply, mutable=['intermediates']))
   _, state = apply({'params': params}, inputs, outputs)
@@ -277,42 +331,64 @@ def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None
   plots.attention_heatmaps(path, examples, 'cross-attention, last decoder layer, mean over heads')
 
 
+def checkpoint_metadata(exp: Experiment) -> dict[str, Any]:
+  """What a checkpoint is only valid with: the tokenizer's size and the hash of its model."""
+  if exp.tokenizer is None:
+    return {}
+  return {'vocab_size': exp.tokenizer.vocab_size,
+          'vocab_sha256': hashlib.sha256(exp.tokenizer.model_proto).hexdigest()}
+
+
 def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer,
                       train_iter) -> tuple[TrainState, int]:
   """The latest checkpoint's state (moving train_iter to its position) or a fresh state."""
   step = checkpointer.latest_step()
   if step is None:
     return create_state(exp), 0
-  print(f'Resuming from the checkpoint at step {step} in {exp.workdir}.', flush=True)
-  return checkpointer.restore(step, exp.abstract_state, train_iter), step
+  if jax.process_index() == 0:
+    print(f'Resuming from the checkpoint at step {step} in {exp.workdir}.', flush=True)
+  state = checkpointer.restore(step, exp.abstract_state, train_iter, checkpoint_metadata(exp))
+  return state, step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
-                       workdir: str) -> dict[str, float]:
-  """Trains (resuming from workdir when it holds a checkpoint), evaluates, returns test metrics."""
-  exp = build(config, workdir)
+def check_finite(cfg: config_lib.Config, state: TrainState, step: int) -> None:
+  """Stops the run once max_consecutive_nonfinite_steps steps in a row were skipped."""
+  streak = int(jax.device_get(state.nonfinite_streak))
+  if streak >= cfg.max_consecutive_nonfinite_steps:
+    raise FloatingPointError(
+        f'Steps {step - streak + 1} to {step} had a non-finite loss or gradient, '
+        f'{streak} in a row (max_consecutive_nonfinite_steps='
+        f'{cfg.max_consecutive_nonfinite_steps}): stopping. Their updates were skipped, so the '
+        'parameters and the checkpoints hold finite values.')
+
+
+def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
+                checkpointer: checkpoint_lib.Checkpointer, writer: metric_writer.MetricWriter,
+                eval_fns, watcher: preemption.SigtermWatcher) -> TrainState:
+  """Steps start_step + 1 .. num_train_steps with logging, evaluation and checkpoints.
+
+  Raises FloatingPointError after too many non-finite steps in a row (before any save), and
+  Preempted after saving, at a step all processes agree on, when one of them got SIGTERM.
+  """
   cfg = exp.cfg
-  is_main = jax.process_index() == 0
-  writer = metric_writer.MetricWriter(workdir, enabled=is_main)
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                             cfg.keep_checkpoints)
-  train_iter = batching.train_iterator(
-      exp.load_split('train'), exp.encoder, batch_size=cfg.batch_size, seed=cfg.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  state, start_step = restore_or_create(exp, checkpointer, train_iter)
   train_step = make_train_step(exp)
-  eval_fns = (make_eval_step(exp), make_decode_fn(exp))
-
-  tokens, last_time, last_step = 0, time.time(), start_step
-  with tqdm(total=cfg.num_train_steps, initial=start_step, disable=not is_main,
+  metadata = checkpoint_metadata(exp)
+  tokens, last_time, last_step, skipped = 0, time.time(), start_step, 0
+  with tqdm(total=cfg.num_train_steps, initial=start_step, disable=jax.process_index() != 0,
             desc='train', unit='step', dynamic_ncols=True) as progress:
     for step in range(start_step + 1, cfg.num_train_steps + 1):
       host_batch = next(train_iter)
       tokens += batching.num_tokens(host_batch) * jax.process_count()
       state, metrics = train_step(state, to_global(exp, host_batch))
       progress.update()
-      if step % cfg.log_every_steps == 0 or step == cfg.num_train_steps:
+      last = step == cfg.num_train_steps
+      if step % cfg.log_every_steps == 0 or last:
+        check_finite(cfg, state, step)
         metrics = jax.device_get(metrics)
+        if metrics['skipped_steps'] > skipped:
+          skipped = int(metrics['skipped_steps'])
+          _LOG.warning('Step %d: %d steps skipped so far for a non-finite loss or gradient.',
+                       step, skipped)
         elapsed, last_time = time.time() - last_time, time.time()
         metrics['tokens_per_second'] = tokens / elapsed
         metrics['steps_per_second'] = (step - last_step) / elapsed
@@ -320,18 +396,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
         writer.write(step, metrics)
         progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}',
                              tok_s=f'{metrics["tokens_per_second"]:.0f}')
-      if step % cfg.eval_every_steps == 0 or step == cfg.num_train_steps:
+      preempted = watcher.should_stop(step)
+      if step % cfg.checkpoint_every_steps == 0 or last or preempted:
+        check_finite(cfg, state, step)  # a run of non-finite steps is never saved
+        checkpointer.save(step, state, train_iter, metadata)
+      if preempted:
+        checkpointer.wait()
+        raise preemption.Preempted(step, exp.workdir)
+      if step % cfg.eval_every_steps == 0 or last:
         writer.write(step, evaluate_split(exp, state.params, 'eval', eval_fns,
-                                               cfg.eval.num_decode_examples))
+                                          cfg.eval.num_decode_examples))
         last_time = time.time()  # evaluation time is not training throughput
-      if step % cfg.checkpoint_every_steps == 0 or step == cfg.num_train_steps:
-        checkpointer.save(step, state, train_iter)
   checkpointer.wait()
+  return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
+                       workdir: str) -> dict[str, float]:
+  """Trains (resuming from workdir when it holds a checkpoint), evaluates, returns test metrics.
+
+  SIGTERM from here on saves and raises preemption.Preempted (see seqjax/preemption.py).
+  """
+  watcher = preemption.SigtermWatcher(_as_typed(config).preemption_check_every_steps)
+  try:
+    exp = build(config, workdir)
+    cfg = exp.cfg
+    is_main = jax.process_index() == 0
+    writer = metric_writer.MetricWriter(workdir, enabled=is_main)
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                               cfg.keep_checkpoints)
+    train_iter = make_train_iterator(exp)
+    state, start_step = restore_or_create(exp, checkpointer, train_iter)
+    eval_fns = (make_eval_step(exp), make_decode_fn(exp))
+    try:
+      state = _train_loop(exp, state, start_step, train_iter, checkpointer, writer, eval_fns,
+                          watcher)
+    finally:
+      checkpointer.close()  # waits for the saves in flight
+  finally:
+    watcher.close()
 
   test_metrics = evaluate_split(exp, state.params, 'test', eval_fns, -1)
   writer.write(cfg.num_train_steps, test_metrics)
   writer.close()
-  checkpointer.close()
   if is_main and exp.task.decodes and cfg.eval.num_plot_examples > 0:
     path = os.path.join(workdir, 'attention.png')
     pairs = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
@@ -346,18 +453,66 @@ def _latest_params(exp: Experiment):
   step = checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
-  state = checkpointer.restore(step, exp.abstract_state, None)
+  state = checkpointer.restore(step, exp.abstract_state, None, checkpoint_metadata(exp))
   checkpointer.close()
   return state.params, step
 
 
+def _averaged_params(exp: Experiment):
+  """The mean parameters of the newest eval.num_average_checkpoints checkpoints, and their steps."""
+  directory = os.path.join(exp.workdir, 'checkpoints')
+  count = exp.cfg.eval.num_average_checkpoints
+  checkpointer = checkpoint_lib.Checkpointer(directory, exp.cfg.keep_checkpoints)
+  steps = checkpointer.all_steps()
+  if not steps:
+    raise FileNotFoundError(f'No checkpoint in {directory}: train first.')
+  if len(steps) < count:
+    raise ValueError(f'eval.num_average_checkpoints={count}, but {directory} holds only '
+                     f'{len(steps)} checkpoint(s) (steps {steps}).')
+  steps = steps[-count:]
+  params = checkpoint_lib.average_params(checkpointer, steps, exp.abstract_state,
+                                         checkpoint_metadata(exp))
+  checkpointer.close()
+  return params, steps
+
+
+def _write_results(exp: Experiment, hypotheses: list[str], results: dict[str, Any]) -> None:
+  """test_translations.txt (one line per test source, in order) and test_results.json."""
+  if jax.process_index() != 0:
+    return
+  with open(os.path.join(exp.workdir, 'test_translations.txt'), 'w', encoding='utf-8') as f:
+    f.writelines(hypothesis.replace('\n', ' ') + '\n' for hypothesis in hypotheses)
+  with open(os.path.join(exp.workdir, 'test_results.json'), 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=2)
+    f.write('\n')
+
+
 def evaluate(config: ml_collections.ConfigDict | config_lib.Config,
              workdir: str) -> dict[str, float]:
-  """Test-split metrics of the latest checkpoint in workdir."""
+  """Test-split metrics of the mean of the newest eval.num_average_checkpoints checkpoints.
+
+  Loss on the whole test split; for seq2seq, every test source decoded with the eval settings
+  (beam size, length penalty, max length = source length + margin), scored with sacreBLEU and
+  the paper's compound-split BLEU (seqjax/evaluate.py), and written with the scores to
+  test_translations.txt and test_results.json in the workdir.
+  """
   exp = build(config, workdir)
-  params, step = _latest_params(exp)
-  metrics = evaluate_split(exp, params, 'test', (make_eval_step(exp), make_decode_fn(exp)), -1)
-  _LOG.info('Checkpoint step %d: %s', step, metrics)
+  params, steps = _averaged_params(exp)
+  records = exp.load_split('test')
+  metrics = eval_metrics(exp, make_eval_step(exp), params, records, 'test_')
+  if exp.task.decodes:
+    hypotheses = translate_pairs(exp, make_decode_fn(exp), params, records)
+    scores, signature = evaluate_lib.translation_scores(
+        hypotheses, [target for _, target in records], exp.cfg.eval.bleu_tokenize)
+    metrics.update({'test_' + key: value for key, value in scores.items()})
+    eval_cfg = exp.cfg.eval
+    _write_results(exp, hypotheses, {
+        **metrics, 'sacrebleu_signature': signature, 'checkpoint_steps': steps,
+        'num_sentences': len(records), 'beam_size': eval_cfg.beam_size,
+        'length_penalty': eval_cfg.length_penalty,
+        'max_length_margin': eval_cfg.max_length_margin})
+    _LOG.info('test BLEU signature: %s', signature)
+  _LOG.info('Checkpoint steps %s averaged: %s', steps, metrics)
   return metrics
 
 

@@ -72,11 +72,14 @@ def test_train_iterator_resumes_from_saved_position(pairs, char_tokenizer):
   assert isinstance(iterator, grain.DatasetIterator) and first_epoch.shape == (16, 40)
 
 
-def test_train_iterator_splits_examples_between_processes(pairs, char_tokenizer):
+def test_train_iterator_global_batch_is_the_same_for_any_process_count(pairs, char_tokenizer):
   encoder = batching.PairEncoder(char_tokenizer, 40, 16)
-  seen = []
-  for process in range(2):
-    iterator = batching.train_iterator(pairs[:64], encoder, batch_size=32, seed=0,
-                                       process_index=process, process_count=2)
-    seen.append({tuple(row) for _ in range(2) for row in next(iterator)['inputs']})
-  assert len(seen[0]) + len(seen[1]) == len(seen[0] | seen[1])  # no example on both hosts
+  make = lambda index, count: batching.train_iterator(
+      pairs[:40], encoder, batch_size=16, seed=0, process_index=index, process_count=count)
+  single, halves, quarters = make(0, 1), [make(p, 2) for p in range(2)], [make(p, 4) for p in range(4)]
+  for _ in range(6):  # 6 x 16 rows: crosses two epoch boundaries of 40 examples
+    want = next(single)['inputs']  # [16, 40]
+    for shares in (halves, quarters):
+      parts = [next(iterator)['inputs'] for iterator in shares]  # each [16 / P, 40]
+      assert all(len(part) == 16 // len(shares) for part in parts)
+      np.testing.assert_array_equal(np.concatenate(parts), want)

@@ -97,23 +97,40 @@ def tokenizer_texts(task: str, records: Sequence) -> Iterator[str]:
       yield record[0]
 
 
+class _ProcessRows(grain.MapDataset):
+  """This process's rows of every global batch: process p of P takes the contiguous block
+  [p * l, (p + 1) * l) of each global batch of b rows (l = b / P), so a step trains on the same
+  global rows whatever the number of processes, and a host reads only its own rows."""
+
+  def __init__(self, parent: grain.MapDataset, batch_size: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    self._global, self._local = batch_size, batch_size // process_count
+    self._offset = process_index * self._local
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(index, self._local)
+    return self._parent[batch * self._global + self._offset + row]
+
+
 def train_iterator(records: Sequence, encoder, *, batch_size: int, seed: int,
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
   """An endless, checkpointable iterator of this process's share of each global batch.
 
-  The examples are split by process before shuffling, so hosts never read the same example; each
-  epoch is a fresh permutation (grain reseeds its shuffle per epoch).
+  One global order (a fresh permutation each epoch: grain reseeds its shuffle per epoch) is cut
+  into global batches of `batch_size` rows; each process encodes only its contiguous block of
+  each, so the global batch of a step is the same for any process count.
   """
   if batch_size % process_count:
     raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes.')
-  if len(records) < process_count:
-    raise ValueError(f'The training split has {len(records)} examples: too few for '
-                     f'{process_count} processes.')
-  dataset = (grain.MapDataset.source(records)[process_index::process_count]
-             .shuffle(seed=seed)
-             .repeat()
-             .map(encoder)
-             .batch(batch_size // process_count, drop_remainder=True))
+  global_order = grain.MapDataset.source(records).shuffle(seed=seed).repeat()
+  local_rows = _ProcessRows(global_order, batch_size, process_index, process_count)
+  dataset = local_rows.map(encoder).batch(batch_size // process_count, drop_remainder=True)
   return iter(dataset.to_iter_dataset())
 
 
@@ -142,6 +159,15 @@ def num_tokens(batch: dict[str, np.ndarray]) -> int:
       array = batch[key]
       count += int(np.count_nonzero(array)) if array.dtype.kind == 'i' else array[..., 0].size
   return count
+
+
+def spread(records: Sequence, count: int) -> Sequence:
+  """`count` records evenly spaced over the whole sequence, in order (all of them for count < 0
+  or count >= len): a sample of a corpus whose parts (Europarl, Common Crawl, ...) follow one
+  another, without reading it all."""
+  if count < 0 or count >= len(records):
+    return records
+  return [records[int(i)] for i in np.linspace(0, len(records), count, endpoint=False)]
 
 
 def first(records: Sequence, count: int) -> Sequence:
