@@ -38,6 +38,7 @@ Checkpoints stay on the VM and go with it unless `--keep_vms`. `--dry-run` print
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import importlib.util
 import itertools
 import json
@@ -219,7 +220,7 @@ def _status(point: Point, point_dir: str, returncode: int, seconds: float) -> st
   return status
 
 
-
+@functools.cache
 def _tpu_module():
   """tpu_scripts/tpu_vm.py, which lives beside the package rather than in it."""
   return _load_module(os.path.join(ROOT, 'tpu_scripts', 'tpu_vm.py'), 'TPU script')
@@ -278,12 +279,12 @@ def run_vm_job(job: VmJob, workdir: str, dry_run: bool) -> dict[str, str]:
     for point, launch, fetch in job.runs:
       print(f'# point {point.name}', flush=True)
       start, returncode = time.time(), 0
-      try:
-        tpu.run_steps(launch, dry_run)
-      except RuntimeError as error:
-        print(f'[sweep] {point.name}: {error}', flush=True)
-        returncode = 1
-      tpu.run_steps(fetch, dry_run)
+      for steps in (launch, fetch):  # a failed run still has its log fetched
+        try:
+          tpu.run_steps(steps, dry_run)
+        except RuntimeError as error:
+          print(f'[sweep] {point.name}: {error}', flush=True)
+          returncode = 1
       if not dry_run:
         statuses[point.name] = _status(point, os.path.join(workdir, point.name), returncode,
                                        time.time() - start)

@@ -202,3 +202,53 @@ def test_tpu_dry_run_prints_gcloud_commands_for_every_point(tmp_path, capsys, on
     assert len(fetch) == 1 and '--worker=0' in fetch[0]
     assert str(tmp_path / point) in fetch[0]
   assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+_FAKE_GCLOUD = '''#!{python}
+"""Stands in for gcloud: logs its arguments; the point on VM fails-1 fails, fails-0 finishes."""
+import json, os, sys
+args = sys.argv[1:]  # compute tpus GROUP VERB NAME ...
+with open(os.environ['FAKE_GCLOUD_LOG'], 'a') as log:
+  log.write(json.dumps(args) + '\\n')
+if args[2:4] == ['queued-resources', 'describe']:
+  print('ACTIVE')
+elif args[2:4] == ['tpu-vm', 'ssh'] and 'while [' in args[-1] and args[4] == 'fails-1':
+  sys.exit(1)
+elif args[2:4] == ['tpu-vm', 'scp'] and '--worker=0' in args:
+  vm = args[4].split(':')[0]
+  local_dir = [a for a in args[4:] if not a.startswith('-') and ':' not in a][0]
+  with open(os.path.join(local_dir, 'run.log'), 'w') as f:
+    f.write('remote log\\n')
+  if vm == 'fails-0':
+    with open(os.path.join(local_dir, 'metrics.jsonl'), 'w') as f:
+      f.write(json.dumps({{'step': 4, 'train_loss': 1.5}}) + '\\n')
+      f.write(json.dumps({{'step': 4, 'test_loss': 0.75}}) + '\\n')
+'''
+
+
+def test_tpu_launcher_runs_each_vm_through_its_life_and_deletes_even_a_failed_one(
+    tmp_path, monkeypatch, capsys):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'gcloud').write_text(_FAKE_GCLOUD.format(python=sys.executable))
+  (bin_dir / 'gcloud').chmod(0o755)
+  monkeypatch.setenv('PATH', f'{bin_dir}{os.pathsep}{os.environ["PATH"]}')
+  monkeypatch.setenv('FAKE_GCLOUD_LOG', str(tmp_path / 'gcloud.log'))
+  path = _write_sweep(tmp_path, "sweep.Sweep(name='fails', config='configs/default.py:smoke', "
+                                "product={'seed': [0, 1]})")
+  workdir = tmp_path / 'runs'
+  assert sweep.main([path, '--launcher=tpu_vm', '--zone=z', '--queued', '--parallel=2',
+                     f'--workdir={workdir}']) == 1
+  rows = {row['point']: row for row in _csv_rows(str(workdir))}
+  assert rows['seed=0']['status'] == 'done' and float(rows['seed=0']['test_loss']) == 0.75
+  assert rows['seed=1']['status'] == 'failed: exit 1'
+  assert (workdir / 'seed=1' / 'run.log').read_text() == 'remote log\n'
+  with open(tmp_path / 'gcloud.log') as f:
+    calls = [json.loads(line) for line in f]
+  for vm in ('fails-0', 'fails-1'):
+    verbs = [call[2:4] for call in calls if call[4] == vm or any(
+        arg.startswith(f'{vm}:') for arg in call)]
+    assert verbs == [['queued-resources', 'create'], ['queued-resources', 'describe'],
+                     ['tpu-vm', 'scp'], ['tpu-vm', 'ssh'], ['tpu-vm', 'ssh'], ['tpu-vm', 'ssh'],
+                     ['tpu-vm', 'scp'], ['queued-resources', 'delete']], vm
+  assert 'seqjax.sweep' not in capsys.readouterr().err

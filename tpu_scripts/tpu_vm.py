@@ -197,8 +197,10 @@ def delete_steps(target: Target) -> list[Step]:
   return [Step((*GCLOUD_TPU, 'tpu-vm', 'delete', target.name, *_place(target), '--quiet'))]
 
 
-def run_steps(steps: list[Step], dry_run: bool, out=sys.stdout) -> None:
-  """Prints each step, then (unless dry_run) runs it; raises RuntimeError on a failed command."""
+def run_steps(steps: list[Step], dry_run: bool, out=None) -> None:
+  """Prints each step (to `out`, default stdout), then (unless dry_run) runs it; raises
+  RuntimeError on a failed command."""
+  out = out or sys.stdout  # looked up now: callers may have redirected stdout since the import
   for step in steps:
     print(step, file=out, flush=True)
     if dry_run:
