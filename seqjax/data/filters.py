@@ -48,6 +48,9 @@ class Subset(Sequence):
   def __len__(self) -> int:
     return len(self.indices)
 
+  def __iter__(self):  # by index: the data source may not raise IndexError past its end
+    return (self[i] for i in range(len(self)))
+
   def __getitem__(self, index):
     if isinstance(index, slice):
       return [self[i] for i in range(*index.indices(len(self)))]

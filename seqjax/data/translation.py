@@ -56,6 +56,9 @@ class TranslationPairs(Sequence):
   def __len__(self) -> int:
     return len(self._source)
 
+  def __iter__(self):  # by index: the data source may not raise IndexError past its end
+    return (self[i] for i in range(len(self)))
+
   def __getitem__(self, index):
     if isinstance(index, slice):
       return [self[i] for i in range(*index.indices(len(self)))]
