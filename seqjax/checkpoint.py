@@ -83,14 +83,6 @@ class Checkpointer:
     self._manager.close()
 
 
-def check_metadata(step: int, saved: dict[str, Any], expected: dict[str, Any]) -> None:
-  """Raises naming each key whose saved value differs from the expected one."""
-  for key, value in expected.items():
-    if key in saved and saved[key] != value:
-      raise ValueError(f'The checkpoint at step {step} was saved with {key}={saved[key]!r}, but '
-                       f'this run has {key}={value!r}. {METADATA_HINTS.get(key, "")}'.rstrip())
-
-
 METADATA_HINTS = {
     'vocab_sha256': 'The vocabulary file differs from the one the checkpoint was trained with: '
                     'pass that one as data.vocab_path.',
@@ -99,24 +91,34 @@ METADATA_HINTS = {
 }
 
 
-def _paths(tree: Any) -> dict[str, tuple[int, ...]]:
+def check_metadata(step: int, saved: dict[str, Any], expected: dict[str, Any]) -> None:
+  """Raises naming the first key whose saved value differs from the expected one."""
+  for key, value in expected.items():
+    if key in saved and saved[key] != value:
+      raise ValueError(f'The checkpoint at step {step} was saved with {key}={saved[key]!r}, but '
+                       f'this run has {key}={value!r}. {METADATA_HINTS.get(key, "")}'.rstrip())
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """'a/b/c' -> shape of each leaf of a nested-dict tree (arrays or orbax array metadata)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path, simple=True, separator='/'): tuple(leaf.shape)
           for path, leaf in leaves}
 
 
+def _describe(shape: Optional[tuple[int, ...]]) -> str:
+  return 'absent' if shape is None else f'shape {shape}'
+
+
 def check_shapes(step: int, saved_params: Any, params: Any) -> None:
   """Raises naming the first parameter whose saved shape differs from the model's, or that
   exists on one side only."""
-  saved, wanted = _paths(saved_params), _paths(params)
+  saved, wanted = _shapes(saved_params), _shapes(params)
   for name in sorted(set(saved) | set(wanted)):
     if saved.get(name) != wanted.get(name):
-      def describe(shape):
-        return 'absent' if shape is None else f'shape {shape}'
       raise ValueError(
           f'The checkpoint at step {step} does not fit the model: parameter {name} is '
-          f'{describe(saved.get(name))} in the checkpoint and {describe(wanted.get(name))} in '
+          f'{_describe(saved.get(name))} in the checkpoint and {_describe(wanted.get(name))} in '
           'the model (checkpoints are never padded or truncated to fit).')
 
 

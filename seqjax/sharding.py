@@ -2,7 +2,10 @@
 
 The mesh has three axes: 'data' (batch split, parameters replicated), 'fsdp' (batch split and
 parameters sharded, gathered per use) and 'model' (tensor parallel: heads and feed-forward units
-split). Which parameter dimension goes where is decided by the config's rules table alone.
+split). Which parameter dimension goes where is decided by the config's rules table alone, so
+the strategy is chosen by the mesh sizes: data parallel `mesh.data=-1`; FSDP `mesh.data=1
+mesh.fsdp=-1` (parameters and optimizer state split along 'embed'); tensor parallel
+`mesh.model=N` ('heads', 'mlp' and 'vocab' split, Megatron-style); or any product of them.
 """
 
 import math
