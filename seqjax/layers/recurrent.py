@@ -12,10 +12,11 @@ Parameters use the PyTorch/cuDNN layout, so weights port one to one:
 with the gates stacked in the order LSTM (i, f, g, o) and GRU (r, z, n). A carry is h [b, d],
 or (h, c) for the LSTM.
 
-The math lives in pure functions: `simple_rnn_step`, `lstm_step` and `gru_step` take
-(params, carry, x) and return (carry, y). Each is an input projection plus an elementwise `*_update`
-of the two gate pre-activations, the part that the fused path below reuses. The modules only create
-parameters (`weights`) and pick the functions.
+The cells' math lives in pure functions in seqjax/layers/cells.py (re-exported here):
+`simple_rnn_step`, `lstm_step` and `gru_step` take (params, carry, x) and return (carry, y). Each is
+an input projection plus an elementwise `*_update` of the two gate pre-activations, the part that
+the fused path below reuses. The cell modules only create parameters (`weights`) and pick the
+functions.
 
 `RNN` runs a cell over [b, t, e] inputs with one of three implementations:
 
@@ -31,214 +32,19 @@ parameters (`weights`) and pick the functions.
 """
 
 import functools
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
-Carry = Any  # h [b, d], or (h, c) [b, d] each for the LSTM.
-Params = dict[str, Array]
-Initializer = Callable[..., Array]
+# The cells live in cells.py; their public names are this module's too (the documented API).
+from seqjax.layers.cells import (ACTIVATIONS, Array, Carry, Cell, GRUCell, LSTMCell,  # noqa: F401
+                                 Params, SimpleRNNCell, affine, cho_gru_recurrence, gru_step,
+                                 gru_update, hidden_state, lstm_step, lstm_update, project_and_step,
+                                 simple_rnn_step, simple_rnn_update)
 
 IMPLEMENTATIONS = ('fused', 'scan', 'cudnn')
-ACTIVATIONS = {'tanh': jnp.tanh, 'relu': jax.nn.relu}
-
-
-# ---------------------------------------------------------------------------------------------
-# Cell math: pure functions of arrays.
-
-
-def affine(x: Array, kernel: Array, bias: Array) -> Array:
-  """x [..., k] @ kernel [k, g] + bias [g] -> [..., g], the bias broadcast explicitly."""
-  return x @ kernel + bias.reshape((1,) * (x.ndim - 1) + bias.shape)
-
-
-def hidden_state(carry: Carry) -> Array:
-  """The h [..., d] of a carry: the carry itself, or its first element for the LSTM's (h, c)."""
-  return carry[0] if isinstance(carry, tuple) else carry
-
-
-def simple_rnn_update(carry: Carry, gates_i: Array, gates_h: Array,
-                      activation: str = 'tanh') -> Carry:
-  """Elman (1990): h' = act(x W_i + b_i + h W_h + b_h); gates_* [b, d] are the two affine parts."""
-  del carry  # The old h enters only through gates_h.
-  return ACTIVATIONS[activation](gates_i + gates_h)
-
-
-def lstm_update(carry: Carry, gates_i: Array, gates_h: Array) -> Carry:
-  """LSTM with forget gate (Gers et al., 2000), gates_* [b, 4d] as (i, f, g, o)."""
-  _, c = carry
-  i, f, g, o = jnp.split(gates_i + gates_h, 4, axis=-1)  # [b, 4d] -> 4 x [b, d]
-  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return h, c
-
-
-def gru_update(carry: Carry, gates_i: Array, gates_h: Array) -> Carry:
-  """GRU as in PyTorch/cuDNN: the reset gate scales the hidden matmul's output (r, z, n order).
-
-  n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h.
-  """
-  r_i, z_i, n_i = jnp.split(gates_i, 3, axis=-1)  # [b, 3d] -> 3 x [b, d]
-  r_h, z_h, n_h = jnp.split(gates_h, 3, axis=-1)  # [b, 3d] -> 3 x [b, d]
-  reset = jax.nn.sigmoid(r_i + r_h)
-  update = jax.nn.sigmoid(z_i + z_h)
-  candidate = jnp.tanh(n_i + reset * n_h)
-  return (1. - update) * candidate + update * carry
-
-
-def _recurrence(update: Callable, params: Params, carry: Carry, gates_i: Array) -> Carry:
-  """One step given the input gate pre-activations gates_i [b, g]: add the hidden matmul, update."""
-  gates_h = affine(hidden_state(carry), params['kernel_h'], params['bias_h'])  # [b, d] -> [b, g]
-  return update(carry, gates_i, gates_h)
-
-
-def cho_gru_recurrence(params: Params, carry: Carry, gates_i: Array) -> Carry:
-  """GRU of Cho et al. (2014), eq. 5-8: the reset gate scales h before the hidden matmul.
-
-  n = tanh(W_in x + b_in + W_hn (r * h) + b_hn); gates_i [b, 3d] in (r, z, n) order.
-  """
-  features = carry.shape[-1]
-  kernel_rz, kernel_n = jnp.split(params['kernel_h'], [2 * features], axis=-1)  # [d, 2d], [d, d]
-  bias_rz, bias_n = jnp.split(params['bias_h'], [2 * features])  # [2d], [d]
-  rz_i, n_i = jnp.split(gates_i, [2 * features], axis=-1)  # [b, 2d], [b, d]
-  rz = jax.nn.sigmoid(rz_i + affine(carry, kernel_rz, bias_rz))  # [b, d] -> [b, 2d]
-  reset, update = jnp.split(rz, 2, axis=-1)  # [b, 2d] -> 2 x [b, d]
-  candidate = jnp.tanh(n_i + affine(reset * carry, kernel_n, bias_n))  # [b, d] -> [b, d]
-  return (1. - update) * candidate + update * carry
-
-
-def _step(recurrence: Callable, params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
-  """One full step from the input x [b, e]: returns (new carry, its h [b, d])."""
-  gates_i = affine(x, params['kernel_i'], params['bias_i'])  # [b, e] -> [b, g]
-  carry = recurrence(params, carry, gates_i)
-  return carry, hidden_state(carry)
-
-
-def simple_rnn_step(params: Params, carry: Carry, x: Array,
-                    activation: str = 'tanh') -> tuple[Carry, Array]:
-  """One Elman step: x [b, e], h [b, d] -> (h', h')."""
-  update = functools.partial(simple_rnn_update, activation=activation)
-  return _step(functools.partial(_recurrence, update), params, carry, x)
-
-
-def lstm_step(params: Params, carry: Carry, x: Array) -> tuple[Carry, Array]:
-  """One LSTM step: x [b, e], (h, c) [b, d] each -> ((h', c'), h')."""
-  return _step(functools.partial(_recurrence, lstm_update), params, carry, x)
-
-
-def gru_step(params: Params, carry: Carry, x: Array,
-             reset_after: bool = True) -> tuple[Carry, Array]:
-  """One GRU step: x [b, e], h [b, d] -> (h', h'); reset_after=False is Cho et al. (2014)."""
-  recurrence = (functools.partial(_recurrence, gru_update) if reset_after
-                else cho_gru_recurrence)
-  return _step(recurrence, params, carry, x)
-
-
-# ---------------------------------------------------------------------------------------------
-# Cells: modules that create parameters and name their math.
-
-
-def _per_gate(init: Initializer, num_gates: int) -> Initializer:
-  """Applies `init` to each gate's [d, d] block of a [d, G*d] kernel (one orthogonal per gate)."""
-  def stacked(key, shape, dtype=jnp.float32):
-    keys = jax.random.split(key, num_gates)
-    blocks = [init(k, (shape[0], shape[1] // num_gates), dtype) for k in keys]
-    return jnp.concatenate(blocks, axis=-1)  # G x [d, d] -> [d, G*d]
-  return stacked
-
-
-class _Cell(nn.Module):
-  """Shared parameter creation; subclasses name the gate count and the math."""
-  features: int
-  kernel_init: Initializer = nn.initializers.lecun_normal()
-  recurrent_kernel_init: Initializer = nn.initializers.orthogonal()  # per gate block
-  bias_init: Initializer = nn.initializers.zeros_init()
-  param_dtype: Any = jnp.float32
-  num_gates: ClassVar[int] = 1
-  additive_gates: ClassVar[bool] = True  # the update sees gates_i + gates_h only
-
-  @nn.compact
-  def weights(self, in_features: int) -> Params:
-    """Creates (or fetches) the parameters for inputs of `in_features` features."""
-    gate_features = self.num_gates * self.features
-    return {
-        'kernel_i': self.param('kernel_i', self.kernel_init, (in_features, gate_features),
-                               self.param_dtype),
-        'kernel_h': self.param('kernel_h', _per_gate(self.recurrent_kernel_init, self.num_gates),
-                               (self.features, gate_features), self.param_dtype),
-        'bias_i': self.param('bias_i', self._bias_i_init(), (gate_features,), self.param_dtype),
-        'bias_h': self.param('bias_h', self.bias_init, (gate_features,), self.param_dtype),
-    }
-
-  def _bias_i_init(self) -> Initializer:
-    return self.bias_init
-
-  def update_fn(self) -> Callable | None:
-    """update(carry, gates_i, gates_h) -> carry, the elementwise math; None if not of that form."""
-    raise NotImplementedError
-
-  def recurrence_fn(self) -> Callable:
-    """recurrence(params, carry, gates_i [b, g]) -> carry: one step after the input projection."""
-    return functools.partial(_recurrence, self.update_fn())
-
-  def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Carry:
-    """The zero carry for `batch_size` sequences."""
-    return jnp.zeros((batch_size, self.features), dtype)
-
-  def __call__(self, carry: Carry, x: Array) -> tuple[Carry, Array]:
-    """One step, x [b, e] -> (carry, h [b, d]), like a flax.linen cell."""
-    return _step(self.recurrence_fn(), self.weights(x.shape[-1]), carry, x)
-
-
-class SimpleRNNCell(_Cell):
-  """Elman RNN cell, h' = activation(x W_i + b_i + h W_h + b_h), activation 'tanh' or 'relu'."""
-  activation: str = 'tanh'
-  num_gates: ClassVar[int] = 1
-
-  def update_fn(self) -> Callable:
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}')
-    return functools.partial(simple_rnn_update, activation=self.activation)
-
-
-class LSTMCell(_Cell):
-  """LSTM cell; carry (h, c).
-
-  forget_bias is added to the forget gate's part of bias_i at initialization. The default 1.0
-  follows Gers et al. (2000) and Jozefowicz et al. (2015, sec. 2.2), who found that it helps
-  gradients flow early in training; 0.0 leaves all biases to `bias_init` (zeros by default).
-  """
-  forget_bias: float = 1.0
-  num_gates: ClassVar[int] = 4
-
-  def _bias_i_init(self) -> Initializer:
-    def init(key, shape, dtype=jnp.float32):
-      bias = self.bias_init(key, shape, dtype)  # [4d] as (i, f, g, o)
-      return bias.at[self.features:2 * self.features].add(self.forget_bias)
-    return init
-
-  def update_fn(self) -> Callable:
-    return lstm_update
-
-  def initial_carry(self, batch_size: int, dtype: Any = jnp.float32) -> Carry:
-    zeros = jnp.zeros((batch_size, self.features), dtype)
-    return zeros, zeros
-
-
-class GRUCell(_Cell):
-  """GRU cell, PyTorch/cuDNN variant by default; reset_after=False is Cho et al. (2014)."""
-  reset_after: bool = True
-  num_gates: ClassVar[int] = 3
-  additive_gates: ClassVar[bool] = False
-
-  def update_fn(self) -> Callable | None:
-    return gru_update if self.reset_after else None
-
-  def recurrence_fn(self) -> Callable:
-    return super().recurrence_fn() if self.reset_after else cho_gru_recurrence
 
 
 # ---------------------------------------------------------------------------------------------
@@ -447,7 +253,7 @@ def rnn(params: Params, x: Array, lengths: Array | None, carry: Carry, *, recurr
     inputs = inputs[::-1]
   mask = None if lengths is None else jnp.arange(steps)[:, None] < lengths[None, :]  # [t, b]
   if not fused:
-    step = lambda params, carry, x_t: _step(recurrence, params, carry, x_t)[0]
+    step = lambda params, carry, x_t: project_and_step(recurrence, params, carry, x_t)[0]
     carries = scan_carries(step, params, inputs, mask, carry, unroll)
   elif update is None:  # only the input projection is hoisted
     gates_i = affine(inputs, params['kernel_i'], params['bias_i'])  # [t, b, e] -> [t, b, g]
@@ -505,7 +311,7 @@ class RNN(nn.Module):
   unroll goes to `lax.scan`; on CPU 1 is fastest (for 'fused', unroll=2 measured 1.5x slower: the
   unrolled steps lose the contiguous per-step buffers described in `prefetch_scan`).
   """
-  cell: _Cell
+  cell: Cell
   reverse: bool = False
   unroll: int = 1
   implementation: str = 'fused'
@@ -578,7 +384,7 @@ class StackedRNN(nn.Module):
     return x, tuple(carries)
 
 
-def stacked_rnn(make_cell: Callable[[], _Cell], num_layers: int, *, bidirectional: bool = False,
+def stacked_rnn(make_cell: Callable[[], Cell], num_layers: int, *, bidirectional: bool = False,
                 dropout_rate: float = 0.0, **rnn_options) -> StackedRNN:
   """A StackedRNN of `num_layers` layers of fresh cells, e.g.
   `stacked_rnn(lambda: LSTMCell(256), 2, bidirectional=True, dropout_rate=0.1)`."""
