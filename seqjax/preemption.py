@@ -37,8 +37,10 @@ class SigtermWatcher:
       raise ValueError(f'preemption_check_every_steps={check_every} must be at least 1.')
     self._check_every = check_every
     self._signalled = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():  # signals reach the main thread
+    self._installed = threading.current_thread() is threading.main_thread()  # Python's rule
+    if self._installed:
+      # None when the handler was set outside Python (jax.distributed's preemption notifier);
+      # close() then restores the default, so a SIGTERM after training terminates the process.
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame) -> None:
@@ -55,6 +57,7 @@ class SigtermWatcher:
     return bool(np.any(flags))
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    if self._installed:
+      signal.signal(signal.SIGTERM,
+                    signal.SIG_DFL if self._previous is None else self._previous)
+      self._installed = False

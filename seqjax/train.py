@@ -385,7 +385,7 @@ def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
       if step % cfg.log_every_steps == 0 or last:
         check_finite(cfg, state, step)
         metrics = jax.device_get(metrics)
-        if metrics['skipped_steps'] > skipped:
+        if metrics['skipped_steps'] > skipped and jax.process_index() == 0:
           skipped = int(metrics['skipped_steps'])
           _LOG.warning('Step %d: %d steps skipped so far for a non-finite loss or gradient.',
                        step, skipped)

@@ -77,3 +77,13 @@ def test_sigterm_saves_exits_with_its_code_and_resumes_exactly(tmp_path):
     assert values == [want[logged_step]], (logged_step, values)
   helpers.assert_trees_equal(helpers.saved_state(workdir, step + 3),
                              helpers.saved_state(reference, step + 3))
+
+
+def test_the_watcher_records_sigterm_and_restores_the_previous_handler():
+  previous = signal.getsignal(signal.SIGTERM)
+  watcher = preemption.SigtermWatcher(check_every=10)
+  assert not watcher.should_stop(1)
+  os.kill(os.getpid(), signal.SIGTERM)  # handled: this process goes on
+  assert watcher.should_stop(2)  # one process: checked at every step
+  watcher.close()
+  assert signal.getsignal(signal.SIGTERM) is previous
