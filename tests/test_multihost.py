@@ -94,3 +94,14 @@ def test_sigterm_to_one_host_stops_both_at_the_same_step(tmp_path):
   assert steps[0] == steps[1] and steps[0] % 2 == 0  # agreed at a check step
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [str(steps[0])]
   assert os.path.exists(os.path.join(workdir, 'checkpoints', str(steps[0]), 'commit_success.txt'))
+
+
+def test_incomplete_multihost_flags_are_refused(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'seqjax.main', '--config=configs/adding.py:smoke',
+       f'--workdir={tmp_path}', '--num_processes=2'],
+      cwd=helpers.ROOT, env=helpers.child_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().endswith(
+      'seqjax: --coordinator_address, --num_processes and --process_id go together; '
+      'got None, 2, None.')
