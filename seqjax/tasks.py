@@ -9,6 +9,9 @@ every kind. Batches (dicts of arrays, b batch, s source length, t target length,
                   label int [b]
   regression      inputs float [b, s, f], target float [b]  model(inputs) -> [b]
 
+Packed seq2seq batches (seqjax/data/packing.py) add inputs_segmentation, inputs_position [b, s]
+and targets_segmentation, targets_position [b, t], passed to the model as keyword arguments.
+
 Every metric is a (sum, count) pair, so batches and devices combine exactly before dividing.
 """
 
@@ -58,6 +61,10 @@ def _regression(outputs: Array, batch, label_smoothing: float) -> Sums:
 
 SOLVED_TOLERANCE = 0.04  # a regression example is solved when |error| < this (adding problem)
 
+# The extra keys of a packed seq2seq batch, int32 [b, s] / [b, t] (segmentation 0 = padding).
+PACKED_KEYS = ('inputs_segmentation', 'targets_segmentation', 'inputs_position',
+               'targets_position')
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:
@@ -68,15 +75,20 @@ class Task:
   sums: Callable[[Array, dict[str, Array], float], Sums]
   decodes: bool = False  # evaluation also decodes text (exact match, BLEU)
   tokenized: bool = True  # records hold text, so the dataset needs a tokenizer
+  # Batch keys passed as keyword arguments when the batch has them (packed rows' segmentation
+  # and positions, see seqjax/data/packing.py).
+  optional_model_args: tuple[str, ...] = ()
 
   def apply(self, model, variables, batch, *, deterministic: bool, rngs=None) -> Array:
     """The model's outputs on a batch."""
     args = [batch[key] for key in self.model_args]
-    return model.apply(variables, *args, deterministic=deterministic, rngs=rngs)
+    kwargs = {key: batch[key] for key in self.optional_model_args if key in batch}
+    return model.apply(variables, *args, **kwargs, deterministic=deterministic, rngs=rngs)
 
 
 TASKS: dict[str, Task] = {
-    'seq2seq': Task('seq2seq', ('inputs', 'targets'), _token_task, decodes=True),
+    'seq2seq': Task('seq2seq', ('inputs', 'targets'), _token_task, decodes=True,
+                    optional_model_args=PACKED_KEYS),
     'lm': Task('lm', ('targets',), _token_task),
     'classification': Task('classification', ('inputs',), _classification),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),

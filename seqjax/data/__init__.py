@@ -4,6 +4,7 @@ from seqjax.data import adding
 from seqjax.data import base
 from seqjax.data import copy_tasks
 from seqjax.data import dates
+from seqjax.data import parallel_text
 from seqjax.data import synthetic_text
 from seqjax.data import tfds_text
 from seqjax.data import translation
@@ -22,6 +23,9 @@ DATASETS: dict[str, base.Dataset] = {
                                      'lm'),
     'glue_sst2': base.Dataset(tfds_text.Sst2Config, tfds_text.load_sst2, 'classification'),
     'wmt14_ende': base.Dataset(translation.Wmt14Config, translation.load_wmt14, 'seq2seq'),
+    # TSV files of one's own (source<TAB>target per line).
+    'parallel_text': base.Dataset(parallel_text.ParallelTextConfig, parallel_text.load_split,
+                                  'seq2seq'),
 }
 
 

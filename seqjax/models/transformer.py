@@ -42,9 +42,25 @@ class DecoderCache:
   layers: tuple[blocks.DecoderLayerCache, ...]  # one per decoder block
 
 
-def shift_right(targets: Array) -> Array:
-  """[b, t] -> [b, t]: the decoder's inputs, a 0 (start) followed by targets[:, :-1]."""
-  return jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]
+def shift_right(targets: Array, segmentation: Optional[Array] = None) -> Array:
+  """[b, t] -> [b, t]: the decoder's inputs, a 0 (start) followed by targets[:, :-1].
+
+  With segmentation [b, t] (packed rows, 1.. = example, 0 = padding) every example starts with
+  its own 0: the last token of one example never becomes the first input of the next.
+  """
+  shifted = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # [b, t]
+  if segmentation is None:
+    return shifted
+  shifted_segmentation = jnp.pad(segmentation, ((0, 0), (1, 0)))[:, :-1]  # [b, t]
+  return jnp.where(segmentation == shifted_segmentation, shifted, 0)
+
+
+def segment_mask(query_segmentation: Array, key_segmentation: Array) -> Array:
+  """[b, t], [b, s] int (1.. = example, 0 = padding) -> bool [b, 1, t, s]: True where the key
+  belongs to the query's own example. Padding queries attend to nothing (their outputs are
+  ignored), so no attention crosses examples in a packed row."""
+  same = query_segmentation[:, :, None] == key_segmentation[:, None, :]  # [b, t, s]
+  return (same & (key_segmentation > 0)[:, None, :])[:, None]  # [b, 1, t, s]
 
 
 class Transformer(nn.Module):
@@ -80,37 +96,60 @@ class Transformer(nn.Module):
       self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
     self.dropout = nn.Dropout(self.dropout_rate)
 
-  def _embed_with_positions(self, ids: Array, deterministic: bool) -> Array:
-    """ids [b, t] -> [b, t, e]: scaled token embedding + sinusoidal position, then dropout."""
+  def _embed_with_positions(self, ids: Array, deterministic: bool,
+                            positions: Optional[Array] = None) -> Array:
+    """ids [b, t] -> [b, t, e]: scaled token embedding + sinusoidal position, then dropout.
+
+    positions [b, t] (packed rows) are each token's position in its example; default 0..t-1.
+    """
     length = ids.shape[1]
     if length > self.max_length:
       raise ValueError(f'Sequence length {length} is over the model maximum '
                        f'max_length={self.max_length}.')
-    positions = embed.sinusoidal_positions(length, self.embed_dim)  # [t, e]
-    x = self.embed(ids) + jnp.asarray(positions, self.dtype)[None]
+    table = jnp.asarray(embed.sinusoidal_positions(length, self.embed_dim), self.dtype)  # [t, e]
+    encodings = table[None] if positions is None else table[positions]  # [1, t, e] or [b, t, e]
+    x = self.embed(ids) + encodings
     return self.dropout(x, deterministic=deterministic)
 
-  def encode(self, inputs: Array, *, deterministic: bool = True) -> Array:
-    """inputs [b, s] token ids (0 = padding) -> encoded [b, s, e]."""
-    x = self._embed_with_positions(inputs, deterministic)
-    mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]: no query attends to padding
+  def encode(self, inputs: Array, *, deterministic: bool = True,
+             inputs_segmentation: Optional[Array] = None,
+             inputs_position: Optional[Array] = None) -> Array:
+    """inputs [b, s] token ids (0 = padding) -> encoded [b, s, e].
+
+    Packed rows pass inputs_segmentation and inputs_position [b, s]: attention stays within
+    each example, and positions restart at 0 with each example.
+    """
+    x = self._embed_with_positions(inputs, deterministic, inputs_position)
+    if inputs_segmentation is None:
+      mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]: no query attends to padding
+    else:
+      mask = segment_mask(inputs_segmentation, inputs_segmentation)  # [b, 1, s, s]
     for block in self.encoder_blocks:
-      x = block(x, mask, deterministic)
+      x = block(x, mask, deterministic, inputs_position)
     return self.encoder_norm(x) if self.pre_ln else x
 
   def decode(self, encoded: Array, inputs: Array, decoder_inputs: Array, *,
-             deterministic: bool = True) -> Array:
+             deterministic: bool = True, inputs_segmentation: Optional[Array] = None,
+             targets_segmentation: Optional[Array] = None,
+             targets_position: Optional[Array] = None) -> Array:
     """Logits [b, t, v] (float32) for decoder_inputs [b, t] given encoded [b, s, e].
 
     Position i sees decoder_inputs[:, :i+1] only. Padding after a target's end needs no mask of
     its own: the causal mask keeps real positions from reading it, and the loss ignores it.
+    Packed rows pass both segmentations ([b, s], [b, t]) and targets_position [b, t]: a target
+    token then sees only its own example's earlier tokens and its own example's source.
     """
-    x = self._embed_with_positions(decoder_inputs, deterministic)
+    x = self._embed_with_positions(decoder_inputs, deterministic, targets_position)
     length = decoder_inputs.shape[1]
     self_mask = attention.causal_mask(length)  # [1, 1, t, t]
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
+    if targets_segmentation is not None:
+      if inputs_segmentation is None:
+        raise ValueError('Packed decoding needs inputs_segmentation with targets_segmentation.')
+      self_mask = self_mask & segment_mask(targets_segmentation, targets_segmentation)
+      cross_mask = segment_mask(targets_segmentation, inputs_segmentation)  # [b, 1, t, s]
     for block in self.decoder_blocks:
-      x = block(x, encoded, self_mask, cross_mask, deterministic)
+      x = block(x, encoded, self_mask, cross_mask, deterministic, targets_position)
     if self.pre_ln:
       x = self.decoder_norm(x)
     return self.embed.attend(x)
@@ -150,7 +189,22 @@ class Transformer(nn.Module):
     logits = self.embed.attend(x)[:, 0]  # [b, v]
     return logits, DecoderCache(position=cache.position + 1, layers=tuple(layers))
 
-  def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True) -> Array:
-    """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s]."""
-    encoded = self.encode(inputs, deterministic=deterministic)
-    return self.decode(encoded, inputs, shift_right(targets), deterministic=deterministic)
+  def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True,
+               inputs_segmentation: Optional[Array] = None,
+               targets_segmentation: Optional[Array] = None,
+               inputs_position: Optional[Array] = None,
+               targets_position: Optional[Array] = None) -> Array:
+    """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s].
+
+    Packed rows (seqjax/data/packing.py) also pass the segmentations and positions, int [b, s]
+    and [b, t]; every example in a row is then computed as if it were alone in its row.
+    """
+    if (inputs_segmentation is None) != (targets_segmentation is None):
+      raise ValueError('Packed rows need both inputs_segmentation and targets_segmentation.')
+    encoded = self.encode(inputs, deterministic=deterministic,
+                          inputs_segmentation=inputs_segmentation,
+                          inputs_position=inputs_position)
+    return self.decode(encoded, inputs, shift_right(targets, targets_segmentation),
+                       deterministic=deterministic, inputs_segmentation=inputs_segmentation,
+                       targets_segmentation=targets_segmentation,
+                       targets_position=targets_position)
