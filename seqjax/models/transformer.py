@@ -78,6 +78,8 @@ class Transformer(nn.Module):
   attention_window: int = 16  # 'local' attention: keys within this distance
   max_relative_distance: int = 16  # 'relative' attention: distances clipped to this
   max_length: int = 1024  # longest source or target sequence accepted
+  attention_implementation: str = 'xla'  # 'fused' attention only: xla | cudnn
+  remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
@@ -86,10 +88,13 @@ class Transformer(nn.Module):
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
                       attention=self.attention, dtype=self.dtype, num_kv_heads=self.num_kv_heads,
                       attention_window=self.attention_window,
-                      max_relative_distance=self.max_relative_distance)
-    self.encoder_blocks = [blocks.EncoderBlock(**block_args, name=f'encoder_{i}')
+                      max_relative_distance=self.max_relative_distance,
+                      implementation=self.attention_implementation)
+    encoder_block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
+    decoder_block = blocks.remat(blocks.DecoderBlock, self.remat, deterministic_argnum=5)
+    self.encoder_blocks = [encoder_block(**block_args, name=f'encoder_{i}')
                            for i in range(self.num_encoder_layers)]
-    self.decoder_blocks = [blocks.DecoderBlock(**block_args, name=f'decoder_{i}')
+    self.decoder_blocks = [decoder_block(**block_args, name=f'decoder_{i}')
                            for i in range(self.num_decoder_layers)]
     if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
       self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype)
