@@ -25,6 +25,9 @@ offers (seqjax/layers/transformer.py):
   causal           True where `mask` is the causal mask (t == s, query i sees keys 0..i; the
                    decoder's self-attention in training), so that a function may skip the dense mask
   window           the 'local' window size (model.attention_window)
+  key_lengths      int [b], offered only where `mask` is exactly "key j < key_lengths[b]" (trailing
+                   padding; and causal when `causal`), so a function may use lengths, not the mask
+  implementation   'fused' only: jax.nn.dot_product_attention's 'xla' or 'cudnn' (model config)
   relative_key, relative_value   Shaw et al.'s tables [2 * max_relative_distance + 1, d]
 
 The position-based functions (`WITHIN_SEQUENCE`) relate positions of one sequence; the Transformer
@@ -291,15 +294,19 @@ def linear(query: Array, key: Array, value: Array, *, mask: Optional[Array] = No
 def fused(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
           causal: bool = False, implementation: str = 'xla',
           query_seq_lengths: Optional[Array] = None,
-          key_value_seq_lengths: Optional[Array] = None) -> Array:
+          key_value_seq_lengths: Optional[Array] = None,
+          key_lengths: Optional[Array] = None) -> Array:
   """Scaled dot-product attention through `jax.nn.dot_product_attention` (eq. 1 as `dot_product`).
 
   implementation 'xla' runs anywhere; 'cudnn' (cuDNN flash attention) needs a GPU. Masks given as
   lengths (query_seq_lengths, key_value_seq_lengths: int32 [b], padding at the end) and causal=True
   (`mask` is then taken to be the causal mask, its last row kept as key padding) let cuDNN skip the
   masked blocks instead of reading a dense [b, h, t, s] mask. Unlike `dot_product`, a query with no
-  allowed key gets the mean of the values, not zeros.
+  allowed key gets the mean of the values, not zeros. key_lengths is the Transformer's offer (see
+  the extras above): `mask` is then exactly the key padding it describes and is left out.
   """
+  if key_lengths is not None and key_value_seq_lengths is None:
+    mask, key_value_seq_lengths = None, key_lengths
   if implementation == 'cudnn' and jax.default_backend() != 'gpu':
     raise ValueError(f"implementation='cudnn' needs a GPU; the default backend here is "
                      f"{jax.default_backend()!r}. Use implementation='xla'.")

@@ -16,6 +16,7 @@ import pytest
 
 from configs import transformer_lm
 from configs import transformer_sst2
+from seqjax import attention as attention_lib
 from seqjax import config as config_lib
 from seqjax import optim
 from seqjax import train
@@ -214,3 +215,60 @@ def test_accumulated_schedule_spans_the_updates_not_the_micro_batches():
   assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)  # decayed by the last update
   with pytest.raises(ValueError, match='accumulation_steps=0 must be >= 1'):
     optim.make_optimizer(dataclasses.replace(cfg, accumulation_steps=0), 40)
+
+
+def _padded_batch(rng, batch=3, length=9, vocab=30):
+  lengths = np.array([length, 4, 1])[:batch]
+  ids = rng.integers(3, vocab, (batch, length))
+  return jnp.asarray(np.where(np.arange(length)[None] < lengths[:, None], ids, 0), jnp.int32)
+
+
+def test_fused_attention_gets_lengths_and_equals_dot_product():
+  """fused receives the padding as lengths (no dense mask) and gives dot_product's outputs, in
+  training, in cached decoding and in the encoder-only classifier."""
+  rng = np.random.default_rng(4)
+  inputs, targets = _padded_batch(rng), _padded_batch(rng, length=6)
+  args = dict(vocab_size=30, num_encoder_layers=2, num_decoder_layers=2, embed_dim=16,
+              num_heads=2, mlp_dim=32, dropout_rate=0.0)
+  reference = transformer.Transformer(**args)
+  fused = transformer.Transformer(**args, attention='fused')
+  params = _params(reference, inputs, targets)
+  np.testing.assert_allclose(fused.apply({'params': params}, inputs, targets),
+                             reference.apply({'params': params}, inputs, targets), atol=1e-5)
+
+  def first_steps(model):  # two cached decoding steps
+    encoded = model.apply({'params': params}, inputs, method=model.encode)
+    cache = model.apply({'params': params}, encoded, inputs, 4, method=model.init_cache)
+    logits = []
+    for ids in (jnp.zeros(3, jnp.int32), targets[:, 0]):
+      step_logits, cache = model.apply({'params': params}, encoded, inputs, cache, ids,
+                                       method=model.decode_step)
+      logits.append(step_logits)
+    return jnp.stack(logits)
+  np.testing.assert_allclose(first_steps(fused), first_steps(reference), atol=1e-5)
+
+  classifier_args = dict(vocab_size=30, num_classes=3, **SMALL)
+  classifier = encoder_only.TransformerClassifier(**classifier_args)
+  classifier_params = _params(classifier, inputs)
+  np.testing.assert_allclose(
+      encoder_only.TransformerClassifier(**classifier_args, attention='fused').apply(
+          {'params': classifier_params}, inputs),
+      classifier.apply({'params': classifier_params}, inputs), atol=1e-5)
+
+
+def test_lengths_are_offered_only_for_trailing_padding(monkeypatch):
+  offered = []
+
+  def spy(query, key, value, *, mask=None, key_lengths=None):
+    offered.append(None if key_lengths is None else np.asarray(key_lengths).tolist())
+    return attention_lib.dot_product(query, key, value, mask=mask)
+  monkeypatch.setitem(attention_lib._REGISTRY, 'spy', spy)  # pylint: disable=protected-access
+  rng = np.random.default_rng(5)
+  inputs, targets = _padded_batch(rng), _padded_batch(rng, length=6)
+  model = transformer.Transformer(30, num_encoder_layers=1, num_decoder_layers=1, embed_dim=16,
+                                  num_heads=2, mlp_dim=32, attention='spy')
+  _params(model, inputs, targets)
+  # encoder self-attention and decoder cross-attention get the source lengths; the decoder's
+  # causal self-attention gets none (its mask is not padding).
+  assert offered == [[9, 4, 1], None, [9, 4, 1]]
+

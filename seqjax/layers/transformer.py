@@ -90,11 +90,13 @@ class MultiHeadAttention(nn.Module):
 
   def attend(self, inputs_q: Array, key: Array, value: Array, mask: Optional[Array], *,
              query_positions: Optional[Array] = None, key_positions: Optional[Array] = None,
-             causal: bool = False) -> Array:
+             causal: bool = False, key_lengths: Optional[Array] = None) -> Array:
     """inputs_q [b, t, e] over key, value [b, s, k, d] -> [b, t, e]; mask as in `__call__`.
 
     query_positions [t] or [b, t] default to 0..t-1; key_positions [s] or [b, s] default to
     0..s-1 (a cache's slots); packed rows give each example's own positions, restarting at 0.
+    key_lengths int [b], when given, promises that `mask` is exactly "key j < key_lengths" (and
+    the causal mask when causal): functions that can (`fused`) then use lengths, not the mask.
     """
     query = self.query(inputs_q)  # [b, t, h, d]
     if self.is_mutable_collection('intermediates'):
@@ -105,6 +107,8 @@ class MultiHeadAttention(nn.Module):
         key_positions=jnp.arange(key.shape[1]) if key_positions is None else key_positions,
         causal=causal, window=self.attention_window,
         implementation=self.implementation)
+    if key_lengths is not None:
+      extras['key_lengths'] = key_lengths
     if self.attention == 'relative':
       extras.update(relative_key=jnp.asarray(self.relative_key, self.dtype),
                     relative_value=jnp.asarray(self.relative_value, self.dtype))
@@ -113,24 +117,34 @@ class MultiHeadAttention(nn.Module):
     return self.out(attended)  # [b, t, e]
 
   def __call__(self, inputs_q: Array, inputs_kv: Array, mask: Optional[Array],
-               causal: bool = False, positions: Optional[Array] = None) -> Array:
+               causal: bool = False, positions: Optional[Array] = None,
+               key_lengths: Optional[Array] = None) -> Array:
     """inputs_q [b, t, e], inputs_kv [b, s, e], mask broadcastable to [b, h, t, s] -> [b, t, e].
 
     causal=True promises that mask is the causal mask (self-attention, t == s). positions [b, t]
     (self-attention of packed rows) are the queries' and keys' positions; default 0..t-1.
+    key_lengths [b]: see `attend`.
     """
     return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, query_positions=positions,
-                       key_positions=positions, causal=causal)
+                       key_positions=positions, causal=causal, key_lengths=key_lengths)
+
+
+ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu}  # gelu: the tanh approximation, as BERT and ViT
 
 
 class FeedForward(nn.Module):
-  """FFN(x) = max(0, x W1 + b1) W2 + b2, applied at each position (sec. 3.3)."""
+  """FFN(x) = max(0, x W1 + b1) W2 + b2, applied at each position (sec. 3.3); 'gelu' replaces
+  max(0, .) by GELU (Hendrycks and Gimpel 2016), the MLP of BERT and the Vision Transformer."""
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'relu'
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     """x [b, t, e] -> [b, t, e], through [b, t, f]."""
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f'Unknown activation {self.activation!r}; known: {", ".join(ACTIVATIONS)}.')
+    activation = ACTIVATIONS[self.activation]
     features = x.shape[-1]
     hidden = nn.Dense(
         self.mlp_dim, dtype=self.dtype, name='wi',
@@ -139,7 +153,7 @@ class FeedForward(nn.Module):
     return nn.Dense(
         features, dtype=self.dtype, name='wo',
         kernel_init=nn.with_logical_partitioning(_xavier, ('mlp', 'embed')),
-        bias_init=nn.with_logical_partitioning(_zeros, ('embed',)))(nn.relu(hidden))
+        bias_init=nn.with_logical_partitioning(_zeros, ('embed',)))(activation(hidden))
 
 
 def layer_norm(name: str, dtype: jnp.dtype) -> nn.LayerNorm:
@@ -186,13 +200,15 @@ class EncoderBlock(nn.Module):
   max_relative_distance: int = 16
   implementation: str = 'xla'
   causal: bool = False  # True: `mask` is the causal mask (a decoder-only language model)
+  activation: str = 'relu'  # of the feed-forward layer: relu | gelu
 
   @nn.compact
   def __call__(self, x: Array, mask: Array, deterministic: bool,
-               positions: Optional[Array] = None) -> Array:
+               positions: Optional[Array] = None, key_lengths: Optional[Array] = None) -> Array:
     """x [b, s, e], mask broadcastable to [b, h, s, s] -> [b, s, e].
 
     positions [b, s]: each token's position in its own example (packed rows); default 0..s-1.
+    key_lengths [b]: the mask as lengths, when it is only trailing padding (MultiHeadAttention).
     """
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
     self_attention = MultiHeadAttention(
@@ -200,9 +216,9 @@ class EncoderBlock(nn.Module):
         self.attention_window, self.max_relative_distance, self.implementation,
         name='self_attention')
     x = residual(name='attention_residual')(
-        x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions),
-        deterministic)
-    feed_forward = FeedForward(self.mlp_dim, self.dtype, name='feed_forward')
+        x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions,
+                                    key_lengths=key_lengths), deterministic)
+    feed_forward = FeedForward(self.mlp_dim, self.dtype, self.activation, name='feed_forward')
     return residual(name='feed_forward_residual')(x, feed_forward, deterministic)
 
 
@@ -238,8 +254,10 @@ class DecoderBlock(nn.Module):
     self.feed_forward_residual = residual()
 
   def __call__(self, x: Array, encoded: Array, self_mask: Array, cross_mask: Array,
-               deterministic: bool, positions: Optional[Array] = None) -> Array:
-    """x [b, t, e], encoded [b, s, e]; masks broadcast to [b, h, t, t] and [b, h, t, s].
+               deterministic: bool, positions: Optional[Array] = None,
+               cross_lengths: Optional[Array] = None) -> Array:
+    """x [b, t, e], encoded [b, s, e]; masks broadcast to [b, h, t, t] and [b, h, t, s];
+    cross_lengths [b]: cross_mask as source lengths, when it is only trailing padding.
 
     Without positions, self_mask is the causal mask. With positions [b, t] (packed rows: each
     token's position in its own example), self_mask is causal within each example only, which
@@ -249,7 +267,8 @@ class DecoderBlock(nn.Module):
         x, lambda y: self.self_attention(y, y, self_mask, causal=positions is None,
                                          positions=positions), deterministic)
     x = self.cross_attention_residual(
-        x, lambda y: self.cross_attention(y, encoded, cross_mask), deterministic)
+        x, lambda y: self.cross_attention(y, encoded, cross_mask, key_lengths=cross_lengths),
+        deterministic)
     return self.feed_forward_residual(x, self.feed_forward, deterministic)
 
   def init_cache(self, encoded: Array, max_length: int) -> DecoderLayerCache:
@@ -262,11 +281,13 @@ class DecoderBlock(nn.Module):
                              cross_value=cross_value)
 
   def decode_step(self, x: Array, cache: DecoderLayerCache, position: Array, self_mask: Array,
-                  cross_mask: Array) -> tuple[Array, DecoderLayerCache]:
+                  cross_mask: Array, cross_lengths: Optional[Array] = None
+                  ) -> tuple[Array, DecoderLayerCache]:
     """x [b, 1, e] at each row's position [b] -> ([b, 1, e], cache with that position written).
 
-    self_mask [b, 1, 1, t] lets the query see cached positions 0..position; cross_mask
-    broadcasts to [b, h, 1, s]. No dropout: decoding is deterministic.
+    self_mask [b, 1, 1, t] lets the query see cached positions 0..position (lengths
+    position + 1); cross_mask broadcasts to [b, h, 1, s] (cross_lengths [b], as in `__call__`).
+    No dropout: decoding is deterministic.
     """
     query_positions = position[:, None]  # [b, 1]
     def attend_with_cache(y):  # y [b, 1, e]
@@ -274,14 +295,16 @@ class DecoderBlock(nn.Module):
       self_key = write_at(cache.self_key, key, position)  # [b, t, k, d]
       self_value = write_at(cache.self_value, value, position)  # [b, t, k, d]
       attended = self.self_attention.attend(y, self_key, self_value, self_mask,
-                                            query_positions=query_positions)  # [b, 1, e]
+                                            query_positions=query_positions,
+                                            key_lengths=position + 1)  # [b, 1, e]
       return attended, (self_key, self_value)
 
     x, (self_key, self_value) = self.self_attention_residual(
         x, attend_with_cache, deterministic=True, has_aux=True)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention.attend(y, cache.cross_key, cache.cross_value,
-                                                 cross_mask, query_positions=query_positions),
+                                                 cross_mask, query_positions=query_positions,
+                                                 key_lengths=cross_lengths),
         deterministic=True)
     x = self.feed_forward_residual(x, self.feed_forward, deterministic=True)
     return x, cache.replace(self_key=self_key, self_value=self_value)

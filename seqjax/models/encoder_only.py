@@ -40,10 +40,13 @@ class TransformerEncoder(nn.Module):
   max_relative_distance: int = 16
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'relu'  # of the feed-forward layers: relu | gelu (the Vision Transformer)
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array], deterministic: bool) -> Array:
-    """x [b, s, e], mask broadcastable to [b, h, s, s] (True = attend) -> [b, s, e]."""
+  def __call__(self, x: Array, mask: Optional[Array], deterministic: bool,
+               key_lengths: Optional[Array] = None) -> Array:
+    """x [b, s, e], mask broadcastable to [b, h, s, s] (True = attend) -> [b, s, e];
+    key_lengths [b] when the mask is only trailing padding (see MultiHeadAttention.attend)."""
     block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     for i in range(self.num_layers):
       x = block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
@@ -51,8 +54,9 @@ class TransformerEncoder(nn.Module):
                 dtype=self.dtype, num_kv_heads=self.num_kv_heads,
                 attention_window=self.attention_window,
                 max_relative_distance=self.max_relative_distance,
-                implementation=self.attention_implementation, name=f'layer_{i}')(
-                    x, mask, deterministic)
+                implementation=self.attention_implementation, activation=self.activation,
+                name=f'layer_{i}')(
+                    x, mask, deterministic, None, key_lengths)
     return blocks.layer_norm('final_norm', self.dtype)(x) if self.pre_ln else x
 
 
@@ -104,7 +108,8 @@ class TransformerClassifier(nn.Module):
         self.num_layers, self.embed_dim, self.num_heads, self.mlp_dim, self.dropout_rate,
         self.pre_ln, self.attention, self.attention_implementation, self.num_kv_heads,
         self.attention_window, self.max_relative_distance, self.remat, self.dtype,
-        name='encoder')(x, mask, deterministic)  # [b, s', e]
+        name='encoder')(x, mask, deterministic,
+                        jnp.sum(valid, axis=-1, dtype=jnp.int32))  # [b, s', e]
     if with_cls:
       pooled = nn.tanh(nn.Dense(
           self.embed_dim, dtype=self.dtype, name='pooler',

@@ -63,6 +63,13 @@ def segment_mask(query_segmentation: Array, key_segmentation: Array) -> Array:
   return (same & (key_segmentation > 0)[:, None, :])[:, None]  # [b, 1, t, s]
 
 
+def trailing_lengths(ids: Array) -> Array:
+  """ids [b, s] -> int32 [b], the non-padding count of each row. Batches hold padding (id 0) only
+  after a sequence's end, so `(ids > 0)` is exactly "position < length": attention functions
+  that take lengths (`fused`) can use these instead of the dense mask."""
+  return jnp.sum(ids > 0, axis=-1, dtype=jnp.int32)
+
+
 class Transformer(nn.Module):
   """Encoder-decoder Transformer. `__call__` gives teacher-forced logits for training."""
   vocab_size: int
@@ -125,12 +132,14 @@ class Transformer(nn.Module):
     each example, and positions restart at 0 with each example.
     """
     x = self._embed_with_positions(inputs, deterministic, inputs_position)
+    lengths = None
     if inputs_segmentation is None:
       mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]: no query attends to padding
+      lengths = trailing_lengths(inputs)  # [b]
     else:
       mask = segment_mask(inputs_segmentation, inputs_segmentation)  # [b, 1, s, s]
     for block in self.encoder_blocks:
-      x = block(x, mask, deterministic, inputs_position)
+      x = block(x, mask, deterministic, inputs_position, lengths)
     return self.encoder_norm(x) if self.pre_ln else x
 
   def decode(self, encoded: Array, inputs: Array, decoder_inputs: Array, *,
@@ -148,13 +157,16 @@ class Transformer(nn.Module):
     length = decoder_inputs.shape[1]
     self_mask = attention.causal_mask(length)  # [1, 1, t, t]
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
+    cross_lengths = trailing_lengths(inputs)  # [b]
     if targets_segmentation is not None:
       if inputs_segmentation is None:
         raise ValueError('Packed decoding needs inputs_segmentation with targets_segmentation.')
       self_mask = self_mask & segment_mask(targets_segmentation, targets_segmentation)
       cross_mask = segment_mask(targets_segmentation, inputs_segmentation)  # [b, 1, t, s]
+      cross_lengths = None
     for block in self.decoder_blocks:
-      x = block(x, encoded, self_mask, cross_mask, deterministic, targets_position)
+      x = block(x, encoded, self_mask, cross_mask, deterministic, targets_position,
+                cross_lengths)
     if self.pre_ln:
       x = self.decoder_norm(x)
     return self.embed.attend(x)
@@ -187,7 +199,8 @@ class Transformer(nn.Module):
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
     layers = []
     for block, layer_cache in zip(self.decoder_blocks, cache.layers):
-      x, layer_cache = block.decode_step(x, layer_cache, cache.position, self_mask, cross_mask)
+      x, layer_cache = block.decode_step(x, layer_cache, cache.position, self_mask, cross_mask,
+                                         trailing_lengths(inputs))
       layers.append(layer_cache)
     if self.pre_ln:
       x = self.decoder_norm(x)
