@@ -23,3 +23,28 @@ def attention_heatmaps(path: str, examples: Sequence[tuple[list[str], list[str],
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def attention_rollout(path: str, images: np.ndarray, maps: np.ndarray, titles: Sequence[str],
+                      title: str) -> None:
+  """Each image [H, W, C] above its rollout map [g_h, g_w] (values in [0, 1]) laid over it.
+
+  Images are min-max scaled per image for display; the map is stretched over the whole image
+  (each cell covering its patch) and drawn half-transparent.
+  """
+  fig, axes = plt.subplots(2, len(images), figsize=(2.2 * len(images), 4.6), squeeze=False)
+  for column, (image, heat, name) in enumerate(zip(images, maps, titles)):
+    shown = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
+    shown = shown[..., 0] if shown.shape[-1] == 1 else shown
+    height, width = shown.shape[:2]
+    for row in (0, 1):
+      axes[row, column].imshow(shown, cmap='gray' if shown.ndim == 2 else None,
+                               extent=(0, width, height, 0))
+      axes[row, column].set_axis_off()
+    axes[1, column].imshow(heat, cmap='inferno', alpha=0.6, vmin=0.0, vmax=1.0,
+                           extent=(0, width, height, 0), interpolation='nearest')
+    axes[0, column].set_title(name, fontsize=8)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

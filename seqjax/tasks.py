@@ -6,7 +6,8 @@ every kind. Batches (dicts of arrays, b batch, s source length, t target length,
   seq2seq         inputs int [b, s], targets int [b, t]     model(inputs, targets) -> [b, t, v]
   lm              targets int [b, t]                        model(targets) -> [b, t, v]
   classification  inputs int [b, s] or float [b, s, f],     model(inputs) -> [b, c]
-                  label int [b]
+                  label int [b]                             ('image_classification': the same
+                                                            on float images [b, H, W, C])
   regression      inputs float [b, s, f], target float [b]  model(inputs) -> [b]
 
 Packed seq2seq batches (seqjax/data/packing.py) add inputs_segmentation, inputs_position [b, s]
@@ -91,6 +92,9 @@ TASKS: dict[str, Task] = {
                     optional_model_args=PACKED_KEYS),
     'lm': Task('lm', ('targets',), _token_task),
     'classification': Task('classification', ('inputs',), _classification),
+    # Classification of records that are arrays already (images, data/images.py): no tokenizer.
+    'image_classification': Task('classification', ('inputs',), _classification,
+                                 tokenized=False),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),
 }
 

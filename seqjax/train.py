@@ -138,10 +138,13 @@ def _build_model(cfg: config_lib.Config, task: tasks.Task,
                  tokenizer: Optional[tokenizer_lib.Tokenizer]) -> nn.Module:
   """The registered model with its runtime fields: padded vocabulary, classes, dtype."""
   cls = models.get(cfg.model_name)
-  runtime = {'dtype': jnp.dtype(cfg.dtype), 'vocab_size': 0}
-  if tokenizer is not None:
-    runtime['vocab_size'] = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
-  if 'num_classes' in {f.name for f in dataclasses.fields(cls)}:
+  fields = {f.name for f in dataclasses.fields(cls)}
+  runtime = {'dtype': jnp.dtype(cfg.dtype)}
+  if 'vocab_size' in fields:  # 0 for the models of arrays that still have one (rnn_classifier)
+    runtime['vocab_size'] = 0
+    if tokenizer is not None:
+      runtime['vocab_size'] = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+  if 'num_classes' in fields:
     runtime['num_classes'] = cfg.data.num_classes if task.name == 'classification' else 1
   return cls(**runtime, **cfg.model)
 
@@ -444,6 +447,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     pairs = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
     plot_attention(exp, eval_fns[1], state.params, pairs, path)
     _LOG.info('Attention heatmaps written to %s', path)
+  if is_main and isinstance(exp.model, models.vit.VisionTransformer) \
+      and cfg.eval.num_plot_examples > 0:
+    path = os.path.join(workdir, 'attention_rollout.png')
+    records = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
+    images = np.stack([record['inputs'] for record in records])  # [b, H, W, C]
+    maps, predicted = models.vit.rollout_maps(exp.model, state.params, images)
+    titles = [f'label {record["label"]}, predicted {guess}'
+              for record, guess in zip(records, predicted)]
+    pooled = 'class token' if exp.model.pooling == 'cls' else 'mean of the patches'
+    plots.attention_rollout(path, images, maps, titles,
+                            f'attention rollout (Abnar and Zuidema 2020) into the {pooled}')
+    _LOG.info('Attention rollout maps written to %s', path)
   return test_metrics
 
 

@@ -4,6 +4,7 @@ from seqjax.data import adding
 from seqjax.data import base
 from seqjax.data import copy_tasks
 from seqjax.data import dates
+from seqjax.data import images
 from seqjax.data import parallel_text
 from seqjax.data import synthetic_text
 from seqjax.data import tfds_text
@@ -18,11 +19,14 @@ DATASETS: dict[str, base.Dataset] = {
                                'lm'),
     'reviews_sentiment': base.Dataset(synthetic_text.SyntheticTextConfig,
                                       synthetic_text.load_sentiment, 'classification'),
+    'shapes': base.Dataset(images.ShapesConfig, images.load_shapes, 'image_classification'),
     # TensorFlow Datasets.
     'tiny_shakespeare': base.Dataset(tfds_text.ShakespeareConfig, tfds_text.load_shakespeare,
                                      'lm'),
     'glue_sst2': base.Dataset(tfds_text.Sst2Config, tfds_text.load_sst2, 'classification'),
     'wmt14_ende': base.Dataset(translation.Wmt14Config, translation.load_wmt14, 'seq2seq'),
+    'cifar10': base.Dataset(images.Cifar10Config, images.load_tfds_images, 'image_classification'),
+    'mnist': base.Dataset(images.MnistConfig, images.load_tfds_images, 'image_classification'),
     # TSV files of one's own (source<TAB>target per line).
     'parallel_text': base.Dataset(parallel_text.ParallelTextConfig, parallel_text.load_split,
                                   'seq2seq'),

@@ -80,7 +80,7 @@ class ArrayEncoder:
 
 def make_encoder(task: str, tokenizer: tokenizer_lib.Tokenizer | None, config: base.TextConfig):
   """The record -> arrays function of a task kind (see seqjax/tasks.py for the batch layouts)."""
-  if task == 'regression':
+  if tokenizer is None:  # regression, image classification: the records are arrays already
     return ArrayEncoder()
   cls = {'seq2seq': PairEncoder, 'lm': TextEncoder, 'classification': LabelledTextEncoder}[task]
   return cls(tokenizer, config.max_source_length, config.max_target_length)
@@ -124,11 +124,18 @@ def train_iterator(records: Sequence, encoder, *, batch_size: int, seed: int,
 
   One global order (a fresh permutation each epoch: grain reseeds its shuffle per epoch) is cut
   into global batches of `batch_size` rows; each process encodes only its contiguous block of
-  each, so the global batch of a step is the same for any process count.
+  each, so the global batch of a step is the same for any process count. Records that carry an
+  `augment(record, rng)` (a training split of images) have it applied to every row drawn.
   """
   if batch_size % process_count:
     raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes.')
   global_order = grain.MapDataset.source(records).shuffle(seed=seed).repeat()
+  augment = getattr(records, 'augment', None)  # training-time augmentation (data/images.py)
+  if augment is not None:
+    # The rng of a row is a function of the seed and the row's index in the endless global
+    # order: each epoch draws anew, any process count draws the same, and a resumed run draws
+    # what the original would have.
+    global_order = global_order.random_map(augment, seed=seed)
   local_rows = _ProcessRows(global_order, batch_size, process_index, process_count)
   dataset = local_rows.map(encoder).batch(batch_size // process_count, drop_remainder=True)
   return iter(dataset.to_iter_dataset())

@@ -7,6 +7,7 @@ from seqjax.models import encoder_only
 from seqjax.models import rnn
 from seqjax.models import seq2seq
 from seqjax.models import transformer
+from seqjax.models import vit
 
 MODELS: dict[str, type[nn.Module]] = {
     'transformer': transformer.Transformer,  # encoder-decoder (Vaswani et al. 2017)
@@ -15,6 +16,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'rnn_lm': rnn.RNNLanguageModel,
     'rnn_classifier': rnn.SequenceClassifier,
     'seq2seq': seq2seq.Seq2Seq,
+    'vit': vit.VisionTransformer,  # Vision Transformer (Dosovitskiy et al. 2021)
 }
 
 # Module fields that the trainer sets (from the tokenizer, the dataset and `config.dtype`) or that
