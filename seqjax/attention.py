@@ -312,8 +312,8 @@ def fused(query: Array, key: Array, value: Array, *, mask: Optional[Array] = Non
                      f"{jax.default_backend()!r}. Use implementation='xla'.")
   if mask is not None:
     mask = _as_4d(mask)
-    if causal:
-      mask = mask[:, :, -1:, :]  # [b, h, 1, s]: the key padding of a causal mask
+    if causal:  # the key padding of a causal mask (its last row), for every query: [b, h, t, s]
+      mask = jnp.broadcast_to(mask[:, :, -1:, :], mask.shape[:2] + (query.shape[1], mask.shape[3]))
   lengths = [None if x is None else jnp.asarray(x, jnp.int32)
              for x in (query_seq_lengths, key_value_seq_lengths)]
   return jax.nn.dot_product_attention(

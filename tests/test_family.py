@@ -27,8 +27,8 @@ from seqjax.models import transformer
 SMALL = dict(num_layers=2, embed_dim=16, num_heads=2, mlp_dim=32, dropout_rate=0.0)
 
 
-def _params(model, *args):
-  return nn.unbox(model.init(jax.random.key(0), *args)['params'])
+def _params(model, *args, **kwargs):
+  return nn.unbox(model.init(jax.random.key(0), *args, **kwargs)['params'])
 
 
 def _count(params) -> int:
@@ -269,6 +269,12 @@ def test_lengths_are_offered_only_for_trailing_padding(monkeypatch):
                                   num_heads=2, mlp_dim=32, attention='spy')
   _params(model, inputs, targets)
   # encoder self-attention and decoder cross-attention get the source lengths; the decoder's
-  # causal self-attention gets none (its mask is not padding).
-  assert offered == [[9, 4, 1], None, [9, 4, 1]]
+  # causal self-attention gets the full length (its mask is the causal mask alone).
+  assert offered == [[9, 4, 1], [6, 6, 6], [9, 4, 1]]
+  offered.clear()
+  packed = dict(inputs_segmentation=(inputs > 0).astype(jnp.int32),
+                targets_segmentation=(targets > 0).astype(jnp.int32),
+                inputs_position=jnp.zeros_like(inputs), targets_position=jnp.zeros_like(targets))
+  _params(model, inputs, targets, **packed)
+  assert offered == [None, None, None]  # segment masks are not lengths
 

@@ -2,44 +2,47 @@
 # One single-GPU check, under 8 minutes: installs what the GPU image lacks, runs the GPU-only tests
 # (cuDNN attention equals the XLA path) and times the Transformer-base train step in bfloat16.
 #
-#   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS]      # default 989: an H100 SXM's dense bf16
+#   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS] [BATCH]   # 989: H100/H200 SXM dense bf16
 #
-# The GPU image has jax with CUDA, flax, optax, orbax, sentencepiece and sacrebleu, but not
-# ml_collections, grain, tensorboardX or pytest. Put their wheels in .whl/ (git-ignored) first, on a
-# machine with PyPI access:
-#   pip download --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 \
-#       -d .whl ml-collections==1.1.0 grain==0.2.18 tensorboardX==2.6.5 pytest==9.2.0 \
-#       tqdm==4.70.1
-# (with their dependencies: array-record, cloudpickle, etils, portpicker, PyYAML, pluggy, ...).
-# Carry .whl to the GPU machine with the checkout.
-# No TensorFlow is needed: the train step and these tests import none.
+# The GPU image has jax with CUDA, flax, optax, orbax, sentencepiece, sacrebleu, pytest and tqdm,
+# but not ml_collections, grain or tensorboardX. Put their wheels in .whl/ (git-ignored) first, on
+# a machine with PyPI access, for the GPU machine's Python (3.12 here):
+#   pip download --only-binary=:all: --no-deps --python-version 3.12 \
+#       --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
+#       ml-collections==1.1.0 grain==0.2.18 tensorboardX==2.6.5 array-record portpicker
+# and carry .whl to the GPU machine with the checkout. No TensorFlow is needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEAK_TFLOPS="${1:-989}"
+BATCH="${2:-256}"
+PYTHON="${PYTHON:-python3}"
 start=$(date +%s)
 
 missing=()
-for module in ml_collections grain tensorboardX pytest tqdm absl; do
-  python -c "import $module" 2>/dev/null || missing+=("$module")
+for module in ml_collections grain tensorboardX; do
+  "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then
   echo "installing from .whl/ for: ${missing[*]}"
-  pip install --quiet --no-index --find-links .whl ml-collections grain tensorboardX pytest tqdm
+  "$PYTHON" -m pip install --quiet --no-index --no-deps .whl/*.whl
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python -c "import jax; print('jax', jax.__version__, jax.devices())"
+"$PYTHON" -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 
-echo "== GPU tests"
-timeout 240 python -m pytest -q -p no:cacheprovider tests_gpu
+echo "== GPU tests ($(( $(date +%s) - start )) s)"
+timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider tests_gpu || echo "GPU TESTS FAILED"
 
-echo "== Transformer-base train step, bfloat16 (batch 256 x 64 + 64 tokens)"
-for attention in dot_product fused; do
-  timeout 180 python experiments/benchmarks/train_step.py --attention "$attention" \
-      --dtypes bfloat16 --batch 256 --length 64 --rounds 10 --no_torch \
-      --peak_tflops "$PEAK_TFLOPS" | tee "/tmp/train_step_$attention.json" | python -c '
-import json, sys
-report = json.load(sys.stdin)
-for name, row in report["results"].items():
-  print(f"{name:32s} {row[\"tokens_per_second\"]:>12,.0f} tokens/s  MFU {row[\"mfu\"]:.1%}")'
-done
+echo "== Transformer-base train step, bfloat16, batch $BATCH x (64 + 64) tokens ($(( $(date +%s) - start )) s)"
+timeout 300 "$PYTHON" experiments/benchmarks/train_step.py --attention dot_product,fused \
+    --attention_implementation cudnn --dtypes bfloat16 --batch "$BATCH" --length 64 \
+    --rounds 10 --no_torch --peak_tflops "$PEAK_TFLOPS" > /tmp/train_step.json
+"$PYTHON" - <<'PY'
+import json
+report = json.load(open('/tmp/train_step.json'))
+print(report['device'], '| peak', report['peak_flops'] / 1e12, 'TFLOP/s |',
+      f"{report['flops_per_step'] / 1e9:.0f} GFLOP per step")
+for name, row in report['results'].items():
+  print(f"{name:30s} {row['seconds_median'] * 1e3:8.1f} ms {row['tokens_per_second']:>12,.0f} "
+        f"tokens/s  MFU {row['mfu']:.1%}")
+PY
 echo "done in $(( $(date +%s) - start )) s"

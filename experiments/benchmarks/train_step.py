@@ -49,6 +49,11 @@ def parse_args():
   parser.add_argument('--vocab', type=int, default=32768)
   parser.add_argument('--attention', default=','.join(attention_lib.names()))
   parser.add_argument('--dtypes', default='float32,bfloat16')
+  parser.add_argument('--dropouts', default='0.1', help='dropout rates to time, e.g. 0.1,0.0')
+  parser.add_argument('--prng', default='threefry2x32', help='jax_default_prng_impl (rbg: cheaper '
+                      'dropout masks on accelerators)')
+  parser.add_argument('--attention_implementation', default='xla',
+                      help="'fused' only: xla | cudnn (GPU)")
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help="the device's peak; 0 = a 2048^3 float32 matmul timed here")
@@ -68,7 +73,8 @@ def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
   return 3 * 2 * batch * (s * per_source_token + t * per_target_token)
 
 
-def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int):
+def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
+                implementation: str = 'xla', dropout: float = 0.1):
   """A blocking callable running one step of seqjax's trainer on random ids (one device)."""
   config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
   config_lib.shrink_for_smoke(config)
@@ -77,8 +83,10 @@ def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int)
   config.batch_size = batch
   config.label_smoothing = 0.1
   exp = train.build(config, '/tmp/seqjax_train_step_benchmark')
-  model = transformer.Transformer(vocab_size=vocab, **transformer.PRESETS['base'],
-                                  attention=attention, dtype=jnp.dtype(dtype))
+  preset = dict(transformer.PRESETS['base'], dropout_rate=dropout)
+  model = transformer.Transformer(vocab_size=vocab, **preset,
+                                  attention=attention, dtype=jnp.dtype(dtype),
+                                  attention_implementation=implementation)
   example = {'inputs': np.ones((1, length), np.int32), 'targets': np.ones((1, length), np.int32)}
   init = functools.partial(train._init_state, model, exp.optimizer, exp.task, example)  # pylint: disable=protected-access
   boxed = jax.eval_shape(init, jax.random.key(0))
@@ -139,12 +147,16 @@ def matmul_step(size: int = 2048):
 
 def main():
   args = parse_args()
+  jax.config.update('jax_default_prng_impl', args.prng)
   preset = transformer.PRESETS['base']
   variants = {}
   for dtype in args.dtypes.split(','):
     for name in args.attention.split(','):
-      variants[f'seqjax/{name}/{dtype}'] = seqjax_step(name, dtype, args.batch, args.length,
-                                                       args.vocab)
+      for dropout in map(float, args.dropouts.split(',')):
+        suffix = '' if dropout == 0.1 else f'/dropout{dropout:g}'
+        variants[f'seqjax/{name}/{dtype}{suffix}'] = seqjax_step(
+            name, dtype, args.batch, args.length, args.vocab, args.attention_implementation,
+            dropout)
   if not args.no_torch:
     try:
       import torch  # pylint: disable=import-outside-toplevel
@@ -154,7 +166,8 @@ def main():
     except ImportError:
       pass
   matmul, matmul_flops = matmul_step()
-  variants['matmul_2048'] = matmul
+  if not args.peak_tflops:
+    variants['matmul_2048'] = matmul
   for run in variants.values():  # warm-up: compilation, first allocations
     run()
     run()
@@ -166,12 +179,11 @@ def main():
       times[name].append(time.perf_counter() - start)
   median = {name: statistics.median(values) for name, values in times.items()}
   peak = args.peak_tflops * 1e12 or matmul_flops / median['matmul_2048']
+  median.pop('matmul_2048', None)
   flops = step_flops(args.batch, args.length, args.vocab, preset)
   tokens = 2 * args.batch * args.length  # source + target tokens per step
   results = {}
   for name, seconds in median.items():
-    if name == 'matmul_2048':
-      continue
     results[name] = {'seconds_median': seconds, 'seconds_min': min(times[name]),
                      'tokens_per_second': tokens / seconds, 'mfu': flops / seconds / peak}
   torch_name = 'torch/nn.Transformer/float32'
@@ -180,7 +192,7 @@ def main():
       row['speedup_over_torch'] = median[torch_name] / median[name]
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
-      'jax': jax.__version__, 'batch': args.batch, 'source_length': args.length,
+      'jax': jax.__version__, 'prng': args.prng, 'batch': args.batch, 'source_length': args.length,
       'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
       json.dumps(preset), 'flops_per_step': flops,
       'flops_formula': '3 x 2 x b x [s x (L_enc (4e^2 + 2ef + 2se) + L_dec 2e^2) + '

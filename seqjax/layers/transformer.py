@@ -263,9 +263,12 @@ class DecoderBlock(nn.Module):
     token's position in its own example), self_mask is causal within each example only, which
     is not the causal mask that `causal=True` promises to the attention function.
     """
+    causal = positions is None
+    # A plain causal mask is "key j < t" as lengths too, so `fused` can drop the dense mask.
+    self_lengths = jnp.full(x.shape[:1], x.shape[1], jnp.int32) if causal else None  # [b]
     x = self.self_attention_residual(
-        x, lambda y: self.self_attention(y, y, self_mask, causal=positions is None,
-                                         positions=positions), deterministic)
+        x, lambda y: self.self_attention(y, y, self_mask, causal=causal, positions=positions,
+                                         key_lengths=self_lengths), deterministic)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention(y, encoded, cross_mask, key_lengths=cross_lengths),
         deterministic)

@@ -117,8 +117,9 @@ class TransformerLM(nn.Module):
     """targets [b, t] -> logits [b, t, v] (float32); position i sees targets[:, :i] only."""
     x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
     mask = attention.causal_mask(targets.shape[1])  # [1, 1, t, t]
+    lengths = jnp.full(targets.shape[:1], targets.shape[1], jnp.int32)  # [b]: no padding mask
     for block in self.blocks:
-      x = block(x, mask, deterministic)
+      x = block(x, mask, deterministic, None, lengths)
     if self.pre_ln:
       x = self.final_norm(x)
     return self.embed.attend(x)
