@@ -1,5 +1,6 @@
 """seqjax.sweep: a two-point local sweep end to end, skipping on rerun, a failed point in the table,
-the points of product and zip, overrides checked before launching, and a TPU sweep's dry run."""
+the points of product and zip, overrides checked before launching, a TPU sweep's dry run, and the
+TPU launcher run against a stand-in gcloud."""
 
 import csv
 import io
@@ -12,10 +13,11 @@ import textwrap
 
 import pytest
 
+from seqjax import attention
 from seqjax import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ATTENTIONS = ['dot_product', 'rope', 'alibi', 'local', 'relative', 'linear', 'fused']
+ATTENTIONS = attention.names()  # the points of experiments/sweeps/attention_variants.py
 
 
 def _run_sweep(*args):
