@@ -10,9 +10,10 @@ without pre-training a ViT this size ends near 80% test accuracy after about 100
 
 `:shapes` trains the tiny preset on the project's offline task (data/images.py: 32x32 images of
 five shapes at random places, sizes and bright colours on dark backgrounds, with noise), with no
-download: expected about 98% test accuracy in about 5 minutes on the 2-core CPU (see the
-README's results table). `--config.data.colours=any` (any colour on any background) is a much
-harder task for this budget. `:smoke` runs a few steps of the shapes task. Every run ends with `attention_rollout.png` in the workdir:
+download: measured 99.4% test accuracy in 2.5 minutes on the shared 2-core CPU (see the README's
+results table). `--config.data.colours=any` (any colour on any background: the shape is found by
+contrast alone) is much harder: 83.6% after `--config.num_train_steps=3000` (4.5 minutes).
+`:smoke` runs a few steps of the shapes task. Every run ends with `attention_rollout.png` in the workdir:
 attention rollout (Abnar and Zuidema 2020) over a few test images.
 Variants: `--config.model.attention=rope` (or any registered function),
 `--config.model.pooling=gap`, `--config.model.position_embedding=sinusoidal_2d`.
