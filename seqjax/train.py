@@ -120,7 +120,10 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
   model = _build_model(cfg, task, tokenizer)
   optimizer, schedule = optim.make_optimizer(cfg.optimizer, cfg.num_train_steps)
 
-  example = next(batching.padded_batches(train_records[:1], encoder, 1))  # shapes for init
+  # Shapes for init: an empty text (a first training record may be over the maximum length and
+  # wait for the data filters), or the first record of array data.
+  shape_records = [batching.empty_record(task.name)] if tokenizer else train_records[:1]
+  example = next(batching.padded_batches(shape_records, encoder, 1))
   init = functools.partial(_init_state, model, optimizer, task, example)
   boxed_abstract = jax.eval_shape(init, jax.random.key(cfg.seed))
   state_sharding = sharding.logical_to_sharding(

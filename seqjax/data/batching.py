@@ -86,6 +86,12 @@ def make_encoder(task: str, tokenizer: tokenizer_lib.Tokenizer | None, config: b
   return cls(tokenizer, config.max_source_length, config.max_target_length)
 
 
+def empty_record(task: str):
+  """A text record of the task kind whose texts are empty: it encodes to end-of-sequence and
+  padding, within any maximum length, so it gives the batch shapes without reading the data."""
+  return {'seq2seq': ('', ''), 'lm': '', 'classification': ('', 0)}[task]
+
+
 def tokenizer_texts(task: str, records: Sequence) -> Iterator[str]:
   """The texts a tokenizer is trained on: every text field of the records."""
   for record in records:
