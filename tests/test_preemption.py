@@ -45,7 +45,7 @@ def preempted_step(stderr: str) -> int:
   return int(re.search(r'Preempted \(SIGTERM\): saved the checkpoint at step (\d+)', stderr)[1])
 
 
-def test_sigterm_saves_exits_with_its_code_and_resumes_exactly(tmp_path):
+def test_sigterm_saves_exits_with_its_code_and_resumes_exactly(tmp_path, capsys):
   workdir = str(tmp_path / 'preempted')
   child = subprocess.Popen(cli_command(workdir, PREEMPTED), cwd=helpers.ROOT,
                            env=helpers.child_env(), stdout=subprocess.PIPE,
@@ -66,6 +66,7 @@ def test_sigterm_saves_exits_with_its_code_and_resumes_exactly(tmp_path):
   # Resume to step + 3, and compare with an uninterrupted run of as many steps.
   resumed = {**PREEMPTED, 'num_train_steps': step + 3}
   train.train_and_evaluate(helpers.tiny_config(**resumed), workdir)
+  assert f'Resuming from the checkpoint at step {step} in {workdir}.' in capsys.readouterr().out
   reference = str(tmp_path / 'reference')
   train.train_and_evaluate(helpers.tiny_config(**resumed), reference)
   losses = collections.defaultdict(list)

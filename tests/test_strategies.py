@@ -26,8 +26,6 @@ STRATEGIES = {
                                       QUERY: (4, 2, 16)}),
     'tensor_parallel': ({'data': 4, 'model': 2}, {TABLE: (64, 32), WI: (32, 32), WO: (32, 32),
                                                   QUERY: (32, 1, 16)}),
-    'fsdp_and_tensor_parallel': ({'data': 1, 'fsdp': 4, 'model': 2},
-                                 {TABLE: (64, 8), WI: (8, 32), WO: (32, 8), QUERY: (8, 1, 16)}),
 }
 
 
