@@ -12,9 +12,10 @@ memory and any example can be re-created.
 """
 
 import dataclasses
-from typing import Sequence
 
 import numpy as np
+
+from seqjax.data import base
 
 SPLITS = ('train', 'eval', 'test')
 SOLVED_TOLERANCE = 0.04  # |prediction - target| below this counts as solved (the 1997 paper)
@@ -43,23 +44,13 @@ def make_example(sequence_length: int, seed: int, split: str, index: int) -> dic
           'target': np.float32(values[first] + values[second])}
 
 
-class AddingSplit(Sequence):
-  """A random-access sequence of one split's examples, each made when it is read."""
+class AddingSplit(base.GeneratedSplit):
+  """One split's examples, each made when it is read."""
 
   def __init__(self, config: AddingConfig, split: str):
-    if split not in SPLITS:
-      raise ValueError(f'Unknown split {split!r}; known: {", ".join(SPLITS)}.')
-    self._config, self._split = config, split
-    self._size = config.num_train_examples if split == 'train' else config.num_eval_examples
+    super().__init__(config, split, SPLITS)
 
-  def __len__(self) -> int:
-    return self._size
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return [self[i] for i in range(*index.indices(self._size))]
-    if not 0 <= index < self._size:
-      raise IndexError(f'Example {index} of a split of {self._size}.')
+  def example(self, index: int) -> dict[str, np.ndarray]:
     return make_example(self._config.sequence_length, self._config.seed, self._split, index)
 
 

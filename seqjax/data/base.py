@@ -19,6 +19,30 @@ TextPairConfig = TextConfig  # the name the translation datasets use
 Pairs = Sequence[tuple[str, str]]
 
 
+class GeneratedSplit(Sequence):
+  """A random-access split of generated examples, each made when it is read: example i is a
+  function of the config, the split and i alone. Subclasses define `example(index)`."""
+
+  def __init__(self, config: Any, split: str, splits: Sequence[str]):
+    if split not in splits:
+      raise ValueError(f'Unknown split {split!r}; known: {", ".join(splits)}.')
+    self._config, self._split = config, split
+    self._size = config.num_train_examples if split == 'train' else config.num_eval_examples
+
+  def example(self, index: int) -> Any:
+    raise NotImplementedError
+
+  def __len__(self) -> int:
+    return self._size
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(self._size))]
+    if not 0 <= index < self._size:
+      raise IndexError(f'Example {index} of a split of {self._size}.')
+    return self.example(index)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
   """A registry entry.

@@ -23,6 +23,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 
+from seqjax.data import base
 from seqjax.data import tfds_text
 
 Record = dict[str, np.ndarray]
@@ -193,13 +194,12 @@ def make_shape_image(config: ShapesConfig, split: str, index: int) -> tuple[np.n
   return np.clip(image, 0.0, 1.0).astype(np.float32), label
 
 
-class ShapesSplit(Sequence):
-  """A random-access sequence of one split's generated records."""
+class ShapesSplit(base.GeneratedSplit):
+  """One split's generated records."""
   augment = None  # infinite fresh images need no augmentation
 
   def __init__(self, config: ShapesConfig, split: str):
-    if split not in SPLITS:
-      raise ValueError(f'Unknown split {split!r}; known: {", ".join(SPLITS)}.')
+    super().__init__(config, split, SPLITS)
     if not 2 <= config.num_classes <= len(SHAPES):
       raise ValueError(f'data.num_classes={config.num_classes}; the shapes task has 2 to '
                        f'{len(SHAPES)} classes ({", ".join(SHAPES)}).')
@@ -208,17 +208,8 @@ class ShapesSplit(Sequence):
                        f'1 <= min_size <= max_size < image_size / 2 = {config.image_size / 2}.')
     if config.colours not in COLOURS:
       raise ValueError(f'Unknown data.colours {config.colours!r}; known: {", ".join(COLOURS)}.')
-    self._config, self._split = config, split
-    self._size = config.num_train_examples if split == 'train' else config.num_eval_examples
 
-  def __len__(self) -> int:
-    return self._size
-
-  def __getitem__(self, index):
-    if isinstance(index, slice):
-      return [self[i] for i in range(*index.indices(self._size))]
-    if not 0 <= index < self._size:
-      raise IndexError(f'Example {index} of a split of {self._size}.')
+  def example(self, index: int) -> dict[str, np.ndarray]:
     image, label = make_shape_image(self._config, self._split, index)
     return {'inputs': normalise(image, self._config.MEAN, self._config.STD),
             'label': np.int32(label)}
