@@ -124,6 +124,17 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
   # wait for the data filters), or the first record of array data.
   shape_records = [batching.empty_record(task.name)] if tokenizer else train_records[:1]
   example = next(batching.padded_batches(shape_records, encoder, 1))
+  init, abstract, state_sharding = _state_layout(cfg, mesh, model, optimizer, task, example)
+  return Experiment(cfg, workdir, mesh, task, tokenizer, encoder, model, optimizer, schedule,
+                    abstract, state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules),
+                    init)
+
+
+def _state_layout(cfg: config_lib.Config, mesh: jax.sharding.Mesh, model: nn.Module,
+                  optimizer: optax.GradientTransformation, task: tasks.Task,
+                  example: dict[str, np.ndarray]):
+  """(init, abstract state with shardings, state shardings) of `model` on `mesh`, from the
+  shapes of `example`, checked for divisibility before anything compiles."""
   init = functools.partial(_init_state, model, optimizer, task, example)
   boxed_abstract = jax.eval_shape(init, jax.random.key(cfg.seed))
   state_sharding = sharding.logical_to_sharding(
@@ -132,9 +143,17 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
   sharding.check_divisible(abstract, state_sharding)
   abstract = jax.tree.map(lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s),
                           abstract, state_sharding)
-  return Experiment(cfg, workdir, mesh, task, tokenizer, encoder, model, optimizer, schedule,
-                    abstract, state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules),
-                    init)
+  return init, abstract, state_sharding
+
+
+def with_model(exp: Experiment, model: nn.Module,
+               example: dict[str, np.ndarray]) -> Experiment:
+  """`exp` training another model (benchmarks: a model of other dimensions than the dataset's
+  tokenizer gives), laid out on the same mesh; `example` gives the input shapes."""
+  init, abstract, state_sharding = _state_layout(exp.cfg, exp.mesh, model, exp.optimizer,
+                                                 exp.task, example)
+  return dataclasses.replace(exp, model=model, init=init, abstract_state=abstract,
+                             state_sharding=state_sharding)
 
 
 def _build_model(cfg: config_lib.Config, task: tasks.Task,

@@ -21,22 +21,18 @@ timed in the same run).
 """
 
 import argparse
-import dataclasses
-import functools
 import json
 import os
 import platform
 import statistics
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seqjax import attention as attention_lib
 from seqjax import config as config_lib
-from seqjax import sharding
 from seqjax import train
 from seqjax.layers import embed
 from seqjax.models import transformer
@@ -88,11 +84,7 @@ def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
                                   attention=attention, dtype=jnp.dtype(dtype),
                                   attention_implementation=implementation)
   example = {'inputs': np.ones((1, length), np.int32), 'targets': np.ones((1, length), np.int32)}
-  init = functools.partial(train._init_state, model, exp.optimizer, exp.task, example)  # pylint: disable=protected-access
-  boxed = jax.eval_shape(init, jax.random.key(0))
-  state_sharding = sharding.logical_to_sharding(nn.get_partition_spec(boxed), exp.mesh,
-                                                exp.cfg.logical_axis_rules)
-  exp = dataclasses.replace(exp, model=model, init=init, state_sharding=state_sharding)
+  exp = train.with_model(exp, model, example)
   state = train.create_state(exp)
   step = train.make_train_step(exp)
   rng = np.random.default_rng(0)
