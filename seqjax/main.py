@@ -8,13 +8,14 @@ many non-finite steps); 75 (seqjax.preemption.EXIT_CODE) preempted by SIGTERM af
 checkpoint: run the same command again to resume.
 """
 
-import glob
 import logging
 import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from seqjax import host
 
 _LOG = logging.getLogger('seqjax')
 
@@ -41,15 +42,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(f'seqjax: bad command line: {message}')
 
 
-def _on_cloud_tpu_vm() -> bool:
-  """Whether this host has Google TPU chips (PCI vendor 0x1ae0), as JAX itself checks."""
-  for path in glob.glob('/sys/bus/pci/devices/*/vendor'):
-    with open(path, encoding='ascii') as f:
-      if f.read().strip() == '0x1ae0':
-        return True
-  return False
-
-
 def init_distributed(jax) -> None:
   """jax.distributed from the flags (any platform; CPU collectives over gloo), or from the
   environment on a Cloud TPU VM (JAX finds the coordinator and process ids itself)."""
@@ -59,12 +51,14 @@ def init_distributed(jax) -> None:
                        f'got {_COORDINATOR.value!r}, {_NUM_PROCESSES.value}, {_PROCESS_ID.value}.')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _on_cloud_tpu_vm():
+  elif host.on_cloud_tpu_vm():
     jax.distributed.initialize()
 
 
 def main(argv: list[str]) -> None:
   del argv
+  if host.computes_on_cpu():
+    host.keep_freed_memory()  # before JAX starts its backend threads
   import jax  # after flag parsing, so --help stays fast
   try:
     init_distributed(jax)

@@ -33,6 +33,7 @@ import numpy as np
 
 from seqjax import attention as attention_lib
 from seqjax import config as config_lib
+from seqjax import host
 from seqjax import train
 from seqjax.layers import embed
 from seqjax.models import transformer
@@ -54,6 +55,9 @@ def parse_args():
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help="the device's peak; 0 = a 2048^3 float32 matmul timed here")
   parser.add_argument('--no_torch', action='store_true')
+  parser.add_argument('--system_malloc', action='store_true',
+                      help="leave glibc's malloc as it is (default: seqjax.host.keep_freed_memory, "
+                      'as seqjax.main does on a CPU host; it applies to PyTorch in this process too)')
   parser.add_argument('--threads', type=int, default=os.cpu_count(), help='PyTorch threads')
   return parser.parse_args()
 
@@ -139,6 +143,7 @@ def matmul_step(size: int = 2048):
 
 def main():
   args = parse_args()
+  kept_freed_memory = not args.system_malloc and host.computes_on_cpu() and host.keep_freed_memory()
   jax.config.update('jax_default_prng_impl', args.prng)
   preset = transformer.PRESETS['base']
   variants = {}
@@ -184,7 +189,8 @@ def main():
       row['speedup_over_torch'] = median[torch_name] / median[name]
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
-      'jax': jax.__version__, 'prng': args.prng, 'batch': args.batch, 'source_length': args.length,
+      'jax': jax.__version__, 'prng': args.prng,
+      'keep_freed_memory': kept_freed_memory, 'batch': args.batch, 'source_length': args.length,
       'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
       json.dumps(preset), 'flops_per_step': flops,
       'flops_formula': '3 x 2 x b x [s x (L_enc (4e^2 + 2ef + 2se) + L_dec 2e^2) + '
