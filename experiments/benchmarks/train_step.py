@@ -12,6 +12,13 @@ shared scaled embedding, sinusoidal positions, tied output projection, label-smo
 Adam, in float32. Variants run round-robin (one step of each per round) so that load from other
 processes falls on all alike; medians over rounds are reported.
 
+seqjax runs as its CLI runs it: on a CPU host with glibc's malloc told to keep freed blocks
+(seqjax.host.keep_freed_memory, applied before JAX starts). PyTorch runs twice: as installed, in a
+spawned process of its own with glibc's default malloc (`torch/nn.Transformer/float32`, the peer
+of `speedup_over_torch`), and in this process, under the same allocator setting as seqjax
+(`.../kept_freed_memory`, the peer of `speedup_over_torch_kept_freed_memory`). The setting
+helps both frameworks; the second ratio isolates the rest of the step.
+
 FLOPs per step (stated in the JSON): 3 x the forward pass's matrix-multiply FLOPs (backward = 2 x
 forward), counted as 2 x (multiply-adds) of every projection a token goes through (the 6N rule
 with N the matrix parameters a token touches) plus the attention score and value products
@@ -21,7 +28,9 @@ timed in the same run).
 """
 
 import argparse
+import importlib.util
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -39,6 +48,9 @@ from seqjax.layers import embed
 from seqjax.models import transformer
 
 
+TORCH = 'torch/nn.Transformer/float32'
+
+
 def parse_args():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--batch', type=int, default=16, help='sentence pairs per step')
@@ -52,12 +64,15 @@ def parse_args():
   parser.add_argument('--attention_implementation', default='xla',
                       help="'fused' only: xla | cudnn (GPU)")
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
+  parser.add_argument('--pause', type=float, default=1.0,
+                      help="idle seconds before each timed step: PyTorch's OpenMP threads spin "
+                      'for a while after its step, on the cores the next variant is timed on')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help="the device's peak; 0 = a 2048^3 float32 matmul timed here")
   parser.add_argument('--no_torch', action='store_true')
   parser.add_argument('--system_malloc', action='store_true',
-                      help="leave glibc's malloc as it is (default: seqjax.host.keep_freed_memory, "
-                      'as seqjax.main does on a CPU host; it applies to PyTorch in this process too)')
+                      help="leave glibc's malloc as installed here too (default: "
+                      'seqjax.host.keep_freed_memory, as seqjax.main does on a CPU host)')
   parser.add_argument('--threads', type=int, default=os.cpu_count(), help='PyTorch threads')
   return parser.parse_args()
 
@@ -141,12 +156,41 @@ def matmul_step(size: int = 2048):
   return lambda: jax.block_until_ready(matmul(a)), 2 * size**3
 
 
+def _torch_worker(connection, args) -> None:
+  """A child process timing PyTorch as installed (glibc's malloc untouched): one step per
+  request, so that it runs round-robin with the parent's variants."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(args.threads)
+  run = torch_step(torch, args.batch, args.length, args.vocab, transformer.PRESETS['base'])
+  while connection.recv():
+    run()
+    connection.send(True)
+
+
+def remote_step(args):
+  """A blocking callable running one PyTorch step in a fresh process (spawned, so no JAX or
+  malloc state is inherited), and a function stopping that process."""
+  context = multiprocessing.get_context('spawn')
+  connection, child_end = context.Pipe()
+  worker = context.Process(target=_torch_worker, args=(child_end, args), daemon=True)
+  worker.start()
+
+  def run():
+    connection.send(True)
+    connection.recv()
+
+  def stop():
+    connection.send(False)
+    worker.join(timeout=60)
+  return run, stop
+
+
 def main():
   args = parse_args()
   kept_freed_memory = not args.system_malloc and host.computes_on_cpu() and host.keep_freed_memory()
   jax.config.update('jax_default_prng_impl', args.prng)
   preset = transformer.PRESETS['base']
-  variants = {}
+  variants, stop_worker = {}, None
   for dtype in args.dtypes.split(','):
     for name in args.attention.split(','):
       for dropout in map(float, args.dropouts.split(',')):
@@ -154,14 +198,13 @@ def main():
         variants[f'seqjax/{name}/{dtype}{suffix}'] = seqjax_step(
             name, dtype, args.batch, args.length, args.vocab, args.attention_implementation,
             dropout)
-  if not args.no_torch:
-    try:
+  if not args.no_torch and importlib.util.find_spec('torch') is not None:
+    variants[TORCH], stop_worker = remote_step(args)
+    if kept_freed_memory:  # the same allocator setting as seqjax, in this process
       import torch  # pylint: disable=import-outside-toplevel
       torch.set_num_threads(args.threads)
-      variants['torch/nn.Transformer/float32'] = torch_step(torch, args.batch, args.length,
+      variants[TORCH + '/kept_freed_memory'] = torch_step(torch, args.batch, args.length,
                                                            args.vocab, preset)
-    except ImportError:
-      pass
   matmul, matmul_flops = matmul_step()
   if not args.peak_tflops:
     variants['matmul_2048'] = matmul
@@ -171,6 +214,7 @@ def main():
   times = {name: [] for name in variants}
   for _ in range(args.rounds):
     for name, run in variants.items():
+      time.sleep(args.pause)
       start = time.perf_counter()
       run()
       times[name].append(time.perf_counter() - start)
@@ -183,10 +227,13 @@ def main():
   for name, seconds in median.items():
     results[name] = {'seconds_median': seconds, 'seconds_min': min(times[name]),
                      'tokens_per_second': tokens / seconds, 'mfu': flops / seconds / peak}
-  torch_name = 'torch/nn.Transformer/float32'
-  if torch_name in results:
-    for name, row in results.items():
-      row['speedup_over_torch'] = median[torch_name] / median[name]
+  if stop_worker:
+    stop_worker()
+  for torch_name, key in ((TORCH, 'speedup_over_torch'),
+                          (TORCH + '/kept_freed_memory', 'speedup_over_torch_kept_freed_memory')):
+    if torch_name in results:
+      for row in results.values():
+        row[key] = median[torch_name] / row['seconds_median']
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
       'jax': jax.__version__, 'prng': args.prng,
