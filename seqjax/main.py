@@ -65,6 +65,7 @@ def main(argv: list[str]) -> None:
   except ValueError as error:
     sys.exit(f'seqjax: {error}')
   from seqjax import preemption  # pylint: disable=g-import-not-at-top
+  from seqjax import inference  # pylint: disable=g-import-not-at-top
   from seqjax import train  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)  # orbax and grain log every save at INFO
@@ -78,11 +79,11 @@ def main(argv: list[str]) -> None:
         print('Final test: ' + ' '.join(f'{key.removeprefix("test_")}={value:.2f}'
                                         for key, value in metrics.items()), flush=True)
     elif _MODE.value == 'evaluate':
-      metrics = train.evaluate(config, workdir)
+      metrics = inference.evaluate(config, workdir)
       print('Test: ' + ' '.join(f'{k.removeprefix("test_")}={v:.2f}' for k, v in metrics.items()))
     else:
       source = sys.stdin if _INPUT.value == '-' else open(_INPUT.value, encoding='utf-8')
-      for line in train.translate(config, workdir, source):
+      for line in inference.translate(config, workdir, source):
         print(line)
   except preemption.Preempted as stop:
     print(f'seqjax: {stop}', file=sys.stderr, flush=True)

@@ -7,12 +7,11 @@ pieces on the latest checkpoint. The ConfigDict becomes typed dataclasses here, 
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -485,85 +484,3 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
                             f'attention rollout (Abnar and Zuidema 2020) into the {pooled}')
     _LOG.info('Attention rollout maps written to %s', path)
   return test_metrics
-
-
-def _latest_params(exp: Experiment):
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(exp.workdir, 'checkpoints'),
-                                             exp.cfg.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
-  state = checkpointer.restore(step, exp.abstract_state, None, checkpoint_metadata(exp))
-  checkpointer.close()
-  return state.params, step
-
-
-def _averaged_params(exp: Experiment):
-  """The mean parameters of the newest eval.num_average_checkpoints checkpoints, and their steps."""
-  directory = os.path.join(exp.workdir, 'checkpoints')
-  count = exp.cfg.eval.num_average_checkpoints
-  checkpointer = checkpoint_lib.Checkpointer(directory, exp.cfg.keep_checkpoints)
-  steps = checkpointer.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'No checkpoint in {directory}: train first.')
-  if len(steps) < count:
-    raise ValueError(f'eval.num_average_checkpoints={count}, but {directory} holds only '
-                     f'{len(steps)} checkpoint(s) (steps {steps}).')
-  steps = steps[-count:]
-  params = checkpoint_lib.average_params(checkpointer, steps, exp.abstract_state,
-                                         checkpoint_metadata(exp))
-  checkpointer.close()
-  return params, steps
-
-
-def _write_results(exp: Experiment, hypotheses: list[str], results: dict[str, Any]) -> None:
-  """test_translations.txt (one line per test source, in order) and test_results.json."""
-  if jax.process_index() != 0:
-    return
-  with open(os.path.join(exp.workdir, 'test_translations.txt'), 'w', encoding='utf-8') as f:
-    f.writelines(hypothesis.replace('\n', ' ') + '\n' for hypothesis in hypotheses)
-  with open(os.path.join(exp.workdir, 'test_results.json'), 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
-    f.write('\n')
-
-
-def evaluate(config: ml_collections.ConfigDict | config_lib.Config,
-             workdir: str) -> dict[str, float]:
-  """Test-split metrics of the mean of the newest eval.num_average_checkpoints checkpoints.
-
-  Loss on the whole test split; for seq2seq, every test source decoded with the eval settings
-  (beam size, length penalty, max length = source length + margin), scored with sacreBLEU and
-  the paper's compound-split BLEU (seqjax/evaluate.py), and written with the scores to
-  test_translations.txt and test_results.json in the workdir.
-  """
-  exp = build(config, workdir)
-  params, steps = _averaged_params(exp)
-  records = exp.load_split('test')
-  metrics = eval_metrics(exp, make_eval_step(exp), params, records, 'test_')
-  if exp.task.decodes:
-    hypotheses = translate_pairs(exp, make_decode_fn(exp), params, records)
-    scores, signature = evaluate_lib.translation_scores(
-        hypotheses, [target for _, target in records], exp.cfg.eval.bleu_tokenize)
-    metrics.update({'test_' + key: value for key, value in scores.items()})
-    eval_cfg = exp.cfg.eval
-    _write_results(exp, hypotheses, {
-        **metrics, 'sacrebleu_signature': signature, 'checkpoint_steps': steps,
-        'num_sentences': len(records), 'beam_size': eval_cfg.beam_size,
-        'length_penalty': eval_cfg.length_penalty,
-        'max_length_margin': eval_cfg.max_length_margin})
-    _LOG.info('test BLEU signature: %s', signature)
-  _LOG.info('Checkpoint steps %s averaged: %s', steps, metrics)
-  return metrics
-
-
-def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: str,
-              lines: Iterable[str]) -> Iterable[str]:
-  """Decodes each source line with the latest checkpoint in workdir, in order."""
-  exp = build(config, workdir)
-  if not exp.task.decodes:
-    raise ValueError(f'--mode=translate needs a seq2seq dataset; {exp.cfg.data_name!r} is a '
-                     f'{exp.task.name} dataset.')
-  params, _ = _latest_params(exp)
-  decode_fn = make_decode_fn(exp)
-  lines = [line.rstrip('\n') for line in lines]
-  return translate_pairs(exp, decode_fn, params, [(line, '') for line in lines])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import parallel_text as parallel_text_config
+from seqjax import inference
 from seqjax import train
 from seqjax.data import dates
 from seqjax.data import parallel_text
@@ -50,7 +51,7 @@ def test_trains_and_evaluates_from_a_tsv_file(tmp_path):
   config.data.update(train_path=train_path, eval_path=eval_path)
   workdir = str(tmp_path / 'workdir')
   train.train_and_evaluate(config, workdir)
-  metrics = train.evaluate(config, workdir)
+  metrics = inference.evaluate(config, workdir)
   with open(os.path.join(workdir, 'test_results.json')) as f:
     results = json.load(f)
   with open(os.path.join(workdir, 'test_translations.txt'), encoding='utf-8') as f:

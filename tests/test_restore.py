@@ -10,6 +10,7 @@ import pytest
 
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import data as data_lib
+from seqjax import inference
 from seqjax import train
 from seqjax.data import base
 from seqjax.data import dates
@@ -83,7 +84,7 @@ def test_a_vocabulary_that_does_not_match_the_checkpoint_is_refused(trained, tmp
       rf'The checkpoint at step 2 was saved with vocab_size=\d+, but this run has '
       rf'vocab_size={other.vocab_size}\. The vocabulary differs from the one the checkpoint was '
       r'trained with: pass that one as data.vocab_path\.')):
-    train.evaluate(_config(**{'data.vocab_path': path}), trained)
+    inference.evaluate(_config(**{'data.vocab_path': path}), trained)
 
 
 def test_an_empty_dataset_is_refused(monkeypatch, tmp_path):

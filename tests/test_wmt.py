@@ -14,6 +14,7 @@ from configs import wmt14_ende_base
 from configs import wmt14_ende_big
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
+from seqjax import inference
 from seqjax import train
 from seqjax.data import filters
 from seqjax.data import tokenizer as tokenizer_lib
@@ -37,7 +38,7 @@ def trained(tmp_path_factory):
   try:
     with tfds.testing.mock_data(num_examples=NUM_MOCK):
       train.train_and_evaluate(config, workdir)
-      metrics = train.evaluate(config, workdir)
+      metrics = inference.evaluate(config, workdir)
       exp = train.build(config, workdir)
       test_pairs = list(exp.load_split('test'))
   finally:
@@ -102,7 +103,7 @@ def test_averaging_more_checkpoints_than_saved_is_refused(trained):
   config.eval.num_average_checkpoints = 3
   with tfds.testing.mock_data(num_examples=NUM_MOCK):
     with pytest.raises(ValueError, match='num_average_checkpoints=3, but .* holds only 2'):
-      train.evaluate(config, trained['workdir'])
+      inference.evaluate(config, trained['workdir'])
 
 
 def test_averaging_more_checkpoints_than_kept_is_refused():
