@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One single-GPU check, under 8 minutes: installs what the GPU image lacks, runs the GPU-only tests
-# (cuDNN attention equals the XLA path) and times the Transformer-base train step in bfloat16.
+# (cuDNN attention equals the XLA path), times the Transformer-base train step in bfloat16 and
+# prints where its time goes (profile_step.py: a jax.profiler trace, summarised).
 #
 #   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS] [BATCH]   # 989: H100/H200 SXM dense bf16
 #
@@ -44,5 +45,18 @@ print(report['device'], '| peak', report['peak_flops'] / 1e12, 'TFLOP/s |',
 for name, row in report['results'].items():
   print(f"{name:30s} {row['seconds_median'] * 1e3:8.1f} ms {row['tokens_per_second']:>12,.0f} "
         f"tokens/s  MFU {row['mfu']:.1%}")
+PY
+echo "== where the bfloat16 step's time goes, batch $BATCH, dot_product ($(( $(date +%s) - start )) s)"
+timeout 180 "$PYTHON" experiments/benchmarks/profile_step.py --dtype bfloat16 --batch "$BATCH" \
+    --length 64 --top 15 > /tmp/profile_step.json || echo "PROFILE FAILED"
+"$PYTHON" - <<'PY' || true
+import json
+report = json.load(open('/tmp/profile_step.json'))
+print(f"step {report['step_ms']} ms, operations {report['operations_ms']} ms, matrix products "
+      f"{report['matmul_ms']} ms, idle {report['idle_fraction']:.1%}; trace: {report['trace']}")
+print('by kind:', json.dumps(dict(list(report['by_kind_ms'].items())[:8])))
+for row in report['top_other_operations']:
+  print(f"{row['ms']:8.2f} ms x{row['per_step']:<4d} {row['kind']:28s} {row['shape']:24s} "
+        f"{row['op_name'][-90:]}")
 PY
 echo "done in $(( $(date +%s) - start )) s"

@@ -88,9 +88,9 @@ def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
   return 3 * 2 * batch * (s * per_source_token + t * per_target_token)
 
 
-def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
-                implementation: str = 'xla', dropout: float = 0.1):
-  """A blocking callable running one step of seqjax's trainer on random ids (one device)."""
+def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
+                      implementation: str = 'xla', dropout: float = 0.1):
+  """seqjax's jitted train step for Transformer-base, its state and a batch of random ids."""
   config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
   config_lib.shrink_for_smoke(config)
   config.mesh.data = 1
@@ -110,6 +110,12 @@ def seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
   batch_arrays = train.to_global(exp, {
       'inputs': rng.integers(3, vocab, (batch, length)).astype(np.int32),
       'targets': rng.integers(3, vocab, (batch, length)).astype(np.int32)})
+  return step, state, batch_arrays
+
+
+def seqjax_step(*args, **kwargs):
+  """A blocking callable running one step of seqjax's trainer on random ids (one device)."""
+  step, state, batch_arrays = build_seqjax_step(*args, **kwargs)
   holder = [state]
 
   def run():
