@@ -64,8 +64,8 @@ def main(argv: list[str]) -> None:
     init_distributed(jax)
   except ValueError as error:
     sys.exit(f'seqjax: {error}')
-  from seqjax import preemption  # pylint: disable=g-import-not-at-top
   from seqjax import inference  # pylint: disable=g-import-not-at-top
+  from seqjax import preemption  # pylint: disable=g-import-not-at-top
   from seqjax import train  # pylint: disable=g-import-not-at-top
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)  # orbax and grain log every save at INFO
