@@ -135,7 +135,7 @@ def _state_layout(cfg: config_lib.Config, mesh: jax.sharding.Mesh, model: nn.Mod
   """(init, abstract state with shardings, state shardings) of `model` on `mesh`, from the
   shapes of `example`, checked for divisibility before anything compiles."""
   init = functools.partial(_init_state, model, optimizer, task, example)
-  boxed_abstract = jax.eval_shape(init, jax.random.key(cfg.seed))
+  boxed_abstract = jax.eval_shape(init, jax.random.key(cfg.seed, impl=cfg.rng_impl))
   state_sharding = sharding.logical_to_sharding(
       nn.get_partition_spec(boxed_abstract), mesh, cfg.logical_axis_rules)
   abstract = nn.unbox(boxed_abstract)
@@ -182,7 +182,7 @@ def _init_state(model: nn.Module, optimizer: optax.GradientTransformation, task:
 def create_state(exp: Experiment) -> TrainState:
   """Initialises the state directly in its sharded layout (no full copy on one device)."""
   return jax.jit(lambda rng: nn.unbox(exp.init(rng)), out_shardings=exp.state_sharding)(
-      jax.random.key(exp.cfg.seed))
+      jax.random.key(exp.cfg.seed, impl=exp.cfg.rng_impl))
 
 
 def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
@@ -205,7 +205,7 @@ def make_train_step(exp: Experiment):
   CPU (experiments/benchmarks/README.md); the branch updates the donated buffers in place. The
   dropout rng depends only on the seed and the step, so a resumed run draws the same masks.
   """
-  dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed), 1)
+  dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed, impl=exp.cfg.rng_impl), 1)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(dropout_key, state.step)

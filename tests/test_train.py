@@ -82,3 +82,6 @@ def test_unknown_names_and_keys_are_refused():
     config_lib.typed(_config(**{'data.name': 'datez'}))
   with pytest.raises(KeyError, match='Did you mean "num_heads" instead of "nmu_heads"'):
     _config(**{'model.nmu_heads': 2})
+  with pytest.raises(ValueError,
+                     match="Unknown rng_impl 'rgb'; known: threefry2x32, rbg, unsafe_rbg"):
+    config_lib.typed(_config(rng_impl='rgb'))

@@ -19,7 +19,6 @@ Presets: `mid` (the default) is 6+6 layers, e_model 256, 4 heads, mlp 1024, a 8,
 """
 
 import argparse
-import functools
 import json
 import os
 import platform

@@ -45,6 +45,7 @@ def parse_args():
   parser.add_argument('--vocab', type=int, default=32768)
   parser.add_argument('--dropout', type=float, default=0.1)
   parser.add_argument('--attention_implementation', default='xla')
+  parser.add_argument('--rng_impl', default='threefry2x32')
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=25)
@@ -103,7 +104,7 @@ def main():
     host.keep_freed_memory()  # as seqjax.main does
   step, state, batch = train_step.build_seqjax_step(
       args.attention, args.dtype, args.batch, args.length, args.vocab,
-      args.attention_implementation, args.dropout)
+      args.attention_implementation, args.dropout, args.rng_impl)
   instructions = hlo_instructions(step.lower(state, batch).compile().as_text())
   for _ in range(args.warmup):
     state, metrics = step(state, batch)

@@ -59,8 +59,8 @@ def parse_args():
   parser.add_argument('--attention', default=','.join(attention_lib.names()))
   parser.add_argument('--dtypes', default='float32,bfloat16')
   parser.add_argument('--dropouts', default='0.1', help='dropout rates to time, e.g. 0.1,0.0')
-  parser.add_argument('--prng', default='threefry2x32', help='jax_default_prng_impl (rbg: cheaper '
-                      'dropout masks on accelerators)')
+  parser.add_argument('--rng_impl', default='threefry2x32',
+                      help='the config key rng_impl (rbg: cheaper dropout masks on accelerators)')
   parser.add_argument('--attention_implementation', default='xla',
                       help="'fused' only: xla | cudnn (GPU)")
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
@@ -89,7 +89,8 @@ def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
 
 
 def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
-                      implementation: str = 'xla', dropout: float = 0.1):
+                      implementation: str = 'xla', dropout: float = 0.1,
+                      rng_impl: str = 'threefry2x32'):
   """seqjax's jitted train step for Transformer-base, its state and a batch of random ids."""
   config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
   config_lib.shrink_for_smoke(config)
@@ -97,6 +98,7 @@ def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab
   config.dtype = dtype
   config.batch_size = batch
   config.label_smoothing = 0.1
+  config.rng_impl = rng_impl
   exp = train.build(config, '/tmp/seqjax_train_step_benchmark')
   preset = dict(transformer.PRESETS['base'], dropout_rate=dropout)
   model = transformer.Transformer(vocab_size=vocab, **preset,
@@ -194,7 +196,6 @@ def remote_step(args):
 def main():
   args = parse_args()
   kept_freed_memory = not args.system_malloc and host.computes_on_cpu() and host.keep_freed_memory()
-  jax.config.update('jax_default_prng_impl', args.prng)
   preset = transformer.PRESETS['base']
   variants, stop_worker = {}, None
   for dtype in args.dtypes.split(','):
@@ -203,7 +204,7 @@ def main():
         suffix = '' if dropout == 0.1 else f'/dropout{dropout:g}'
         variants[f'seqjax/{name}/{dtype}{suffix}'] = seqjax_step(
             name, dtype, args.batch, args.length, args.vocab, args.attention_implementation,
-            dropout)
+            dropout, args.rng_impl)
   if not args.no_torch and importlib.util.find_spec('torch') is not None:
     variants[TORCH], stop_worker = remote_step(args)
     if kept_freed_memory:  # the same allocator setting as seqjax, in this process
@@ -242,7 +243,7 @@ def main():
         row[key] = median[torch_name] / row['seconds_median']
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
-      'jax': jax.__version__, 'prng': args.prng,
+      'jax': jax.__version__, 'rng_impl': args.rng_impl,
       'keep_freed_memory': kept_freed_memory, 'batch': args.batch, 'source_length': args.length,
       'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
       json.dumps(preset), 'flops_per_step': flops,
