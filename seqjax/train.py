@@ -1,7 +1,8 @@
 """The one trainer: mesh, sharded state, a jitted train step, evaluation, checkpoints, resume.
 
-`train_and_evaluate(config, workdir)` is the whole program; `evaluate` and `translate` reuse its
-pieces on the latest checkpoint. The ConfigDict becomes typed dataclasses here, once.
+`train_and_evaluate(config, workdir)` is the whole program; seqjax/inference.py's `evaluate` and
+`translate` reuse its pieces on a trained workdir. The ConfigDict becomes typed dataclasses here,
+once.
 """
 
 import dataclasses
