@@ -127,8 +127,9 @@ def main():
   for event, share in zip(events, shares):
     name = event['name'].replace('.', '_')
     shape, op_name = instructions.get(name, ('', ''))
-    by_kind[_NUMBERED.sub('', name)] += share
-    key = (_NUMBERED.sub('', name), shape, _LAYER.sub(r'\1_#', op_name))
+    kind = _NUMBERED.sub('', name)
+    by_kind[kind] += share
+    key = (kind, shape, _LAYER.sub(r'\1_#', op_name))
     by_op[key] += share
     counts[key] += 1
   per_step = lambda us: round(us / args.steps / 1e3, 2)  # milliseconds per step
