@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax.layers import dropout as dropout_lib
 # The cells live in cells.py; their public names are this module's too (the documented API).
 from seqjax.layers.cells import (ACTIVATIONS, Array, Carry, Cell, GRUCell, LSTMCell,  # noqa: F401
                                  Params, SimpleRNNCell, affine, cho_gru_recurrence, gru_step,
@@ -378,7 +379,7 @@ class StackedRNN(nn.Module):
     carries = []
     for depth, layer in enumerate(self.layers):
       if depth:
-        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
       x, carry = layer(x, lengths)
       carries.append(carry)
     return x, tuple(carries)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention as attention_lib
+from seqjax.layers import dropout as dropout_lib
 
 Array = jax.Array
 
@@ -178,7 +179,7 @@ class Residual(nn.Module):
   @nn.compact
   def __call__(self, x: Array, sublayer: Callable, deterministic: bool, has_aux: bool = False):
     norm = layer_norm('norm', self.dtype)
-    dropout = nn.Dropout(self.dropout_rate)
+    dropout = dropout_lib.Dropout(self.dropout_rate)
     sublayer_output = sublayer(norm(x) if self.pre_ln else x)
     output, aux = sublayer_output if has_aux else (sublayer_output, None)
     output = dropout(output, deterministic=deterministic)

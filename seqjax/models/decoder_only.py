@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention
+from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
 from seqjax.layers import transformer as blocks
 from seqjax.models import transformer
@@ -51,7 +52,7 @@ class PositionalEmbed(nn.Module):
           'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                     ('length', 'embed')),
           (self.max_length, self.features))
-    self.dropout = nn.Dropout(self.dropout_rate)
+    self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   @property
   def kind(self) -> str:

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import transformer as blocks
 from seqjax.models import decoder_only
 
@@ -119,7 +120,7 @@ class TransformerClassifier(nn.Module):
               x[:, 0]))  # [b, e]
     else:
       pooled = mean_pool(x, valid)  # [b, e]
-    pooled = nn.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = dropout_lib.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, name='head',
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp', None)),

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import recurrent
 
 Array = jax.Array
@@ -51,11 +52,11 @@ class RNNLanguageModel(nn.Module):
     inputs = jnp.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # [b, t]: start symbol, then targets
     lengths = jnp.sum(targets > 0, axis=-1)  # [b]
     x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(inputs)  # [b, t, e]
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    x = dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     stack = _stack(self.cell, self.hidden_dim, self.num_layers, False, self.dropout_rate,
                    self.implementation)
     y, _ = stack(x, lengths, deterministic=deterministic)  # [b, t, d]
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dropout_lib.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return nn.Dense(self.vocab_size, dtype=self.dtype)(y).astype(jnp.float32)  # [b, t, v]
 
 
@@ -85,7 +86,7 @@ class SequenceClassifier(nn.Module):
     if jnp.issubdtype(inputs.dtype, jnp.integer):
       lengths = jnp.sum(inputs > 0, axis=-1)  # [b]
       x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(inputs)  # [b, t, e]
-      x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+      x = dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
     else:
       lengths, x = jnp.full(inputs.shape[:1], inputs.shape[1]), inputs.astype(self.dtype)
     stack = _stack(self.cell, self.hidden_dim, self.num_layers, self.bidirectional,
@@ -99,6 +100,6 @@ class SequenceClassifier(nn.Module):
       pooled = jnp.sum(y * valid, axis=1) / jnp.maximum(lengths, 1)[:, None].astype(y.dtype)
     else:
       pooled = jnp.max(jnp.where(valid, y, jnp.finfo(y.dtype).min), axis=1)
-    pooled = nn.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
+    pooled = dropout_lib.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
     logits = nn.Dense(self.num_classes, dtype=self.dtype)(pooled).astype(jnp.float32)  # [b, c]
     return logits[:, 0] if self.num_classes == 1 else logits

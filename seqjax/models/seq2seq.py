@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention as attention_lib
+from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import recurrent
 from seqjax.models import rnn
 
@@ -115,7 +116,7 @@ class Seq2Seq(nn.Module):
     self.decoder_cell = rnn.make_cell(self.cell, self.hidden_dim)
     self.decoder_params = ParamDict(self._param_shapes())
     self.project = nn.Dense(self.vocab_size, dtype=self.dtype)
-    self.dropout = nn.Dropout(self.dropout_rate)
+    self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   def _param_shapes(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
     d, a, e = self.hidden_dim, self.attention_dim, self.embed_dim

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention
+from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
 from seqjax.layers import transformer as blocks
 
@@ -106,7 +107,7 @@ class Transformer(nn.Module):
     if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
       self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype)
       self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
-    self.dropout = nn.Dropout(self.dropout_rate)
+    self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   def _embed_with_positions(self, ids: Array, deterministic: bool,
                             positions: Optional[Array] = None) -> Array:

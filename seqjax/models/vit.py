@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax.layers import dropout as dropout_lib
 from seqjax.models import encoder_only
 
 Array = jax.Array
@@ -131,7 +132,7 @@ class VisionTransformer(nn.Module):
                                                     ('length', 'embed')),
           (x.shape[1], self.embed_dim))
       x = x + jnp.asarray(positions, self.dtype)[None]
-    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    return dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
   @nn.compact
   def __call__(self, images: Array, *, deterministic: bool = True) -> Array:
