@@ -3,7 +3,7 @@
 # (cuDNN attention equals the XLA path), times the Transformer-base train step in bfloat16 and
 # prints where its time goes (profile_step.py: a jax.profiler trace, summarised).
 #
-#   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS] [BATCH]   # 989: H100/H200 SXM dense bf16
+#   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS] [BATCH] [RNG_IMPL]   # 989: H100/H200 bf16
 #
 # The GPU image has jax with CUDA, flax, optax, orbax, sentencepiece, sacrebleu, pytest and tqdm,
 # but not ml_collections, grain or tensorboardX. Put their wheels in .whl/ (git-ignored) first, on
@@ -16,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEAK_TFLOPS="${1:-989}"
 BATCH="${2:-256}"
+RNG_IMPL="${3:-threefry2x32}"  # the config key rng_impl: threefry2x32 | rbg | unsafe_rbg
 PYTHON="${PYTHON:-python3}"
 start=$(date +%s)
 
@@ -33,10 +34,11 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 echo "== GPU tests ($(( $(date +%s) - start )) s)"
 timeout 240 "$PYTHON" -m pytest -q -p no:cacheprovider tests_gpu || echo "GPU TESTS FAILED"
 
-echo "== Transformer-base train step, bfloat16, batch $BATCH x (64 + 64) tokens ($(( $(date +%s) - start )) s)"
+echo "== Transformer-base train step, bfloat16, batch $BATCH x (64 + 64) tokens, $RNG_IMPL ($(( $(date +%s) - start )) s)"
 timeout 300 "$PYTHON" experiments/benchmarks/train_step.py --attention dot_product,fused \
     --attention_implementation cudnn --dtypes bfloat16 --batch "$BATCH" --length 64 \
-    --rounds 10 --no_torch --peak_tflops "$PEAK_TFLOPS" > /tmp/train_step.json
+    --rounds 10 --steps_per_sample 10 --pause 0 --rng_impl "$RNG_IMPL" --no_torch \
+    --peak_tflops "$PEAK_TFLOPS" > /tmp/train_step.json
 "$PYTHON" - <<'PY'
 import json
 report = json.load(open('/tmp/train_step.json'))
@@ -48,7 +50,7 @@ for name, row in report['results'].items():
 PY
 echo "== where the bfloat16 step's time goes, batch $BATCH, dot_product ($(( $(date +%s) - start )) s)"
 timeout 180 "$PYTHON" experiments/benchmarks/profile_step.py --dtype bfloat16 --batch "$BATCH" \
-    --length 64 --top 15 > /tmp/profile_step.json || echo "PROFILE FAILED"
+    --length 64 --rng_impl "$RNG_IMPL" --top 15 > /tmp/profile_step.json || echo "PROFILE FAILED"
 "$PYTHON" - <<'PY' || true
 import json
 report = json.load(open('/tmp/profile_step.json'))

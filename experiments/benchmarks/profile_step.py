@@ -112,9 +112,9 @@ def main():
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix='seqjax_profile_')
   jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
   start = time.perf_counter()
-  for _ in range(args.steps):
+  for _ in range(args.steps):  # back to back, as the trainer runs them
     state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
+  jax.block_until_ready(metrics)
   wall = (time.perf_counter() - start) / args.steps * 1e6  # microseconds per step
   jax.profiler.stop_trace()
   path = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True),

@@ -9,8 +9,9 @@ update, dropout 0.1, label smoothing 0.1) of the paper's base model (6+6 layers,
 f 2048, shared vocabulary of --vocab) on random token ids, for each attention function of the
 registry and each dtype; and PyTorch's `nn.Transformer` of the same dimensions, with the same
 shared scaled embedding, sinusoidal positions, tied output projection, label-smoothed loss and
-Adam, in float32. Variants run round-robin (one step of each per round) so that load from other
-processes falls on all alike; medians over rounds are reported.
+Adam, in float32. Variants run round-robin (one sample of each per round: --steps_per_sample
+steps back to back, one wait at the end) so that load from other processes falls on all alike;
+medians over rounds of the time per step are reported.
 
 seqjax runs as its CLI runs it: on a CPU host with glibc's malloc told to keep freed blocks
 (seqjax.host.keep_freed_memory, applied before JAX starts). PyTorch runs twice: as installed, in a
@@ -65,8 +66,12 @@ def parse_args():
                       help="'fused' only: xla | cudnn (GPU)")
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
   parser.add_argument('--pause', type=float, default=1.0,
-                      help="idle seconds before each timed step: PyTorch's OpenMP threads spin "
+                      help="idle seconds before each timed sample: PyTorch's OpenMP threads spin "
                       'for a while after its step, on the cores the next variant is timed on')
+  parser.add_argument('--steps_per_sample', type=int, default=1,
+                      help='steps per timed sample, dispatched back to back with one wait at the '
+                      'end, as a training loop runs them (on a GPU, dispatch overlaps the '
+                      'previous step); the time per step is the sample over this')
   parser.add_argument('--peak_tflops', type=float, default=0.0,
                       help="the device's peak; 0 = a 2048^3 float32 matmul timed here")
   parser.add_argument('--no_torch', action='store_true')
@@ -116,12 +121,14 @@ def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab
 
 
 def seqjax_step(*args, **kwargs):
-  """A blocking callable running one step of seqjax's trainer on random ids (one device)."""
+  """A callable running n steps of seqjax's trainer on random ids (one device), then waiting for
+  the last one."""
   step, state, batch_arrays = build_seqjax_step(*args, **kwargs)
   holder = [state]
 
-  def run():
-    holder[0], metrics = step(holder[0], batch_arrays)
+  def run(steps: int = 1):
+    for _ in range(steps):
+      holder[0], metrics = step(holder[0], batch_arrays)
     jax.block_until_ready(metrics['train_loss'])
   return run
 
@@ -145,50 +152,54 @@ def torch_step(torch, batch: int, length: int, vocab: int, preset: dict):
   decoder_inputs = torch.nn.functional.pad(targets, (1, 0))[:, :-1]
   scale = e**0.5
 
-  def run():
-    optimizer.zero_grad(set_to_none=True)
-    source = table(inputs) * scale + positions
-    target = table(decoder_inputs) * scale + positions
-    hidden = body(source, target, tgt_mask=causal, src_key_padding_mask=inputs == 0,
-                  memory_key_padding_mask=inputs == 0, tgt_is_causal=True)
-    logits = hidden @ table.weight.T  # [b, t, v], tied
-    loss = loss_fn(logits.reshape(-1, vocab), targets.reshape(-1))
-    loss.backward()
-    optimizer.step()
+  def run(steps: int = 1):
+    for _ in range(steps):
+      optimizer.zero_grad(set_to_none=True)
+      source = table(inputs) * scale + positions
+      target = table(decoder_inputs) * scale + positions
+      hidden = body(source, target, tgt_mask=causal, src_key_padding_mask=inputs == 0,
+                    memory_key_padding_mask=inputs == 0, tgt_is_causal=True)
+      logits = hidden @ table.weight.T  # [b, t, v], tied
+      loss = loss_fn(logits.reshape(-1, vocab), targets.reshape(-1))
+      loss.backward()
+      optimizer.step()
   return run
 
 
 def matmul_step(size: int = 2048):
   a = jnp.asarray(np.random.default_rng(0).standard_normal((size, size)), jnp.float32)
   matmul = jax.jit(lambda x: x @ x)
-  return lambda: jax.block_until_ready(matmul(a)), 2 * size**3
+
+  def run(steps: int = 1):
+    jax.block_until_ready([matmul(a) for _ in range(steps)])
+  return run, 2 * size**3
 
 
 def _torch_worker(connection, args) -> None:
-  """A child process timing PyTorch as installed (glibc's malloc untouched): one step per
-  request, so that it runs round-robin with the parent's variants."""
+  """A child process timing PyTorch as installed (glibc's malloc untouched): the number of steps
+  each request asks for, so that it runs round-robin with the parent's variants."""
   import torch  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(args.threads)
   run = torch_step(torch, args.batch, args.length, args.vocab, transformer.PRESETS['base'])
-  while connection.recv():
-    run()
+  while steps := connection.recv():
+    run(steps)
     connection.send(True)
 
 
 def remote_step(args):
-  """A blocking callable running one PyTorch step in a fresh process (spawned, so no JAX or
+  """A blocking callable running n PyTorch steps in a fresh process (spawned, so no JAX or
   malloc state is inherited), and a function stopping that process."""
   context = multiprocessing.get_context('spawn')
   connection, child_end = context.Pipe()
   worker = context.Process(target=_torch_worker, args=(child_end, args), daemon=True)
   worker.start()
 
-  def run():
-    connection.send(True)
+  def run(steps: int = 1):
+    connection.send(steps)
     connection.recv()
 
   def stop():
-    connection.send(False)
+    connection.send(0)
     worker.join(timeout=60)
   return run, stop
 
@@ -223,8 +234,8 @@ def main():
     for name, run in variants.items():
       time.sleep(args.pause)
       start = time.perf_counter()
-      run()
-      times[name].append(time.perf_counter() - start)
+      run(args.steps_per_sample)
+      times[name].append((time.perf_counter() - start) / args.steps_per_sample)
   median = {name: statistics.median(values) for name, values in times.items()}
   peak = args.peak_tflops * 1e12 or matmul_flops / median['matmul_2048']
   median.pop('matmul_2048', None)
@@ -251,6 +262,7 @@ def main():
                        't x (L_dec (6e^2 + 2ef + 2te + 2se) + ev)]',
       'peak_flops': peak, 'peak_source': 'argument' if args.peak_tflops else
                       'measured 2048^3 float32 matmul', 'rounds': args.rounds,
+      'steps_per_sample': args.steps_per_sample,
       'results': results}, indent=1))
 
 
