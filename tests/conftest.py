@@ -1,11 +1,18 @@
-"""Test set-up: 8 fake CPU devices and strict numerics, before anything imports jax."""
+"""Test set-up before anything imports jax: 8 fake CPU devices, strict numerics, a compilation
+cache."""
 
 import os
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# JAX's persistent compilation cache, shared by the xdist workers and the training subprocesses
+# they start (which inherit the environment): the resume, preemption and multi-host tests compile
+# the same steps in several processes. Entries are keyed by the program and the jax version.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "seqjax-tests-jax-cache"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
