@@ -80,7 +80,8 @@ class Config:
   dtype: str = 'float32'  # computation dtype; parameters stay float32
   # jax.random key implementation for initialisation and dropout. threefry2x32 gives the same bits
   # on every platform; rbg and unsafe_rbg draw them with XLA's RngBitGenerator, cheaper on GPU and
-  # TPU (dropout masks were 8% of a Transformer-base step on an H200), but platform-dependent.
+  # TPU (32-bit dropout masks were 8% of a Transformer-base step on an H200; seqjax's Dropout now
+  # draws half those bits), but platform-dependent.
   rng_impl: str = 'threefry2x32'
   label_smoothing: float = 0.1
   # Logical axis name -> mesh axis (or None). Parameters and activations are annotated with the

@@ -196,16 +196,31 @@ def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
   return tasks.mean_loss(sums), sums
 
 
+def keep_unless_finite(finite: jax.Array, update: Callable[[], Any], old: Any,
+                       branch: bool) -> Any:
+  """update() where finite (bool []) holds, else old (a tree of the same structure).
+
+  branch=True: a lax.cond. A select over the trees reads every old parameter and moment after the
+  update has written the new ones, so XLA:CPU keeps copies of them (5% of a Transformer-base step
+  on CPU); the branch updates the donated buffers in place. branch=False: that select, used on
+  GPUs: XLA's GPU conditional copies its predicate to the host and blocks until the stream is done
+  (xla/backends/gpu/runtime/conditional_thunk.cc), a stall in every step. The README's GPU rows
+  were measured with the select.
+  """
+  if branch:
+    return jax.lax.cond(finite, update, lambda: old)
+  return jax.tree.map(lambda new, kept: jnp.where(finite, new, kept), update(), old)
+
+
 def make_train_step(exp: Experiment):
   """The jitted, sharded, state-donating update: (state, batch) -> (state, metrics).
 
   A step whose loss or gradient is not finite keeps the parameters and optimizer state as they
-  were and is counted in `num_skipped` and `nonfinite_streak`. That is a branch (lax.cond), not a
-  select over the trees: a select reads every old parameter and moment after the update has
-  written the new ones, so XLA keeps copies of them, which cost 5% of a Transformer-base step on
-  CPU (experiments/benchmarks/README.md); the branch updates the donated buffers in place. The
-  dropout rng depends only on the seed and the step, so a resumed run draws the same masks.
+  were (`keep_unless_finite`: a branch, except on GPU) and is counted in `num_skipped` and
+  `nonfinite_streak`. The dropout rng depends only on the seed and the step, so a resumed run
+  draws the same masks.
   """
+  branch = exp.mesh.devices.flat[0].platform != 'gpu'
   dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed, impl=exp.cfg.rng_impl), 1)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -219,7 +234,7 @@ def make_train_step(exp: Experiment):
       updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
       return optax.apply_updates(state.params, updates), opt_state
 
-    params, opt_state = jax.lax.cond(finite, update, lambda: (state.params, state.opt_state))
+    params, opt_state = keep_unless_finite(finite, update, (state.params, state.opt_state), branch)
     skipped = (~finite).astype(jnp.int32)
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                            num_skipped=state.num_skipped + skipped,

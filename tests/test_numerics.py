@@ -81,3 +81,18 @@ def test_a_run_of_nan_steps_stops_the_job_without_a_nonfinite_checkpoint(poisone
   assert saved['num_skipped'] == 2 and saved['nonfinite_streak'] == 2
   initial = _host_copy(train.create_state(train.build(config, workdir)))
   helpers.assert_trees_equal(saved['params'], initial.params)  # finite: never updated
+
+
+@pytest.mark.parametrize('branch', [True, False])  # False: the select the trainer uses on GPUs
+def test_keep_unless_finite_gives_the_update_or_the_old_tree(branch):
+  old = {'w': np.arange(3, dtype=np.float32), 'moments': (np.ones(2, np.float32), np.int32(4))}
+
+  @jax.jit
+  def step(finite, value):
+    update = lambda: jax.tree.map(lambda x: (x * value).astype(x.dtype), old)  # NaN: poisoned
+    return train.keep_unless_finite(finite, update, old, branch)
+  updated = step(np.bool_(True), np.float32(2.0))
+  np.testing.assert_array_equal(updated['w'], [0.0, 2.0, 4.0])
+  assert updated['moments'][1] == 8
+  kept = step(np.bool_(False), np.float32(np.nan))
+  jax.tree.map(np.testing.assert_array_equal, kept, old)
