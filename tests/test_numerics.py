@@ -96,3 +96,16 @@ def test_keep_unless_finite_gives_the_update_or_the_old_tree(branch):
   assert updated['moments'][1] == 8
   kept = step(np.bool_(False), np.float32(np.nan))
   jax.tree.map(np.testing.assert_array_equal, kept, old)
+
+
+def lowered_train_step(tmp_path) -> str:
+  """The StableHLO text of the tiny config's train step on this backend (nothing compiled)."""
+  exp = train.build(helpers.tiny_config(), str(tmp_path))
+  batch = next(batching.padded_batches(exp.load_split('train'), exp.encoder, 16))
+  step = train.make_train_step(exp)
+  return step.lower(train.create_state(exp), train.to_global(exp, batch)).as_text()
+
+
+def test_the_step_skips_by_a_branch_on_a_cpu(tmp_path):
+  assert jax.default_backend() == 'cpu'
+  assert 'stablehlo.case' in lowered_train_step(tmp_path)  # tests_gpu: none on a GPU
