@@ -369,7 +369,8 @@ def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None
     output_ids = list(np.asarray(outputs[row]))
     output_len = output_ids.index(tokenizer_lib.EOS_ID) + 1 if tokenizer_lib.EOS_ID in output_ids \
         else len(output_ids)
-    examples.append((exp.tokenizer.pieces(source_ids), exp.tokenizer.pieces(output_ids[:output_len]),
+    examples.append((exp.tokenizer.pieces(source_ids),
+                     exp.tokenizer.pieces(output_ids[:output_len]),
                      weights[row, :output_len, :len(source_ids)]))
   plots.attention_heatmaps(path, examples, 'cross-attention, last decoder layer, mean over heads')
 
