@@ -54,7 +54,7 @@ def keep_freed_memory() -> bool:
   at 16 x (32 + 32) tokens) with malloc from a backend thread; glibc serves blocks that large
   by mmap and returns them by munmap, so every step faults each page back in and the kernel
   zeroes it: 233k page faults and 0.45 s of system time per step, 15% of the step on a 2-core
-  host (experiments/benchmarks/README.md). One arena (so backend threads allocate from the
+  host (README.md, "Training-step speed"). One arena (so backend threads allocate from the
   main heap), no mmap, and no trimming make the second step reuse the first step's pages.
   The price: the process's resident memory stays at its peak, which suits a training run.
 
