@@ -9,6 +9,7 @@ checkpoint: run the same command again to resume.
 """
 
 import logging
+import os
 import sys
 
 from absl import app
@@ -58,6 +59,10 @@ def init_distributed(jax) -> None:
 def main(argv: list[str]) -> None:
   del argv
   if host.computes_on_cpu():
+    # No TPU or GPU attached: do not let an installed libtpu probe for chips (and contend for its
+    # lock file when several processes start together). TPU programs still compile
+    # (--mode=compile) without chips.
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     host.keep_freed_memory()  # before JAX starts its backend threads
   import jax  # after flag parsing, so --help stays fast
   try:
