@@ -39,8 +39,9 @@ def get_config(arg: str | None = None):
                           warmup_steps=2_000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05,
                           grad_clip_norm=1.0)
   config.model.update(vit.PRESETS['Ti/16'])
+  # auto: learned positions, none under rope, alibi and relative attention (layers/embed.py)
   config.model.update(patch_size=4, num_layers=6, dropout_rate=0.1, pooling='cls',
-                      position_embedding='learned')
+                      position_embedding='auto')
   config.eval.batch_size = 500
   config.eval.num_eval_batches = -1
   config.eval.num_plot_examples = 6

@@ -32,7 +32,8 @@ offers (seqjax/layers/transformer.py):
 
 The position-based functions (`WITHIN_SEQUENCE`) relate positions of one sequence; the Transformer
 uses `dot_product` for encoder-decoder attention when one of them is selected, as T5 keeps its
-relative position bias to self-attention.
+relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, alibi, relative)
+see positions in their scores, so the models add no position embeddings for them by default.
 """
 
 import inspect
@@ -331,8 +332,14 @@ _REGISTRY: dict[str, AttentionFn] = {
     'fused': fused,
 }
 
-# Functions of positions within one sequence; encoder-decoder attention uses dot_product instead.
-WITHIN_SEQUENCE = frozenset({'rope', 'alibi', 'local', 'relative'})
+# The one list of functions whose scores encode the positions of queries and keys: the models'
+# position_embedding='auto' adds no position table for these (layers/embed.py). 'local' is not one
+# of them: its window is a mask over positions, but inside the window its scores are q k^T alone,
+# so it cannot tell 'a b' from 'b a' and needs position embeddings like dot_product.
+ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative'})
+# Functions of positions within one sequence (local's window included): encoder-decoder attention
+# uses dot_product instead, since source and target positions are not on one axis.
+WITHIN_SEQUENCE = ENCODES_POSITIONS | {'local'}
 
 
 def register(name: str, fn: AttentionFn) -> None:

@@ -1,11 +1,34 @@
-"""Token embeddings and positional encodings."""
+"""Token embeddings and positional encodings, and the rule that picks the position encoding."""
+
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import attention
+from seqjax import errors
+
 Array = jax.Array
+
+# The choices of the text models' `position_embedding` (the Vision Transformer has its own).
+POSITION_EMBEDDINGS = ('auto', 'sinusoidal', 'learned', 'none')
+
+
+def position_embedding_kind(position_embedding: str, attention_name: str,
+                            choices: Sequence[str] = POSITION_EMBEDDINGS,
+                            default: str = 'sinusoidal') -> str:
+  """The position encoding a model adds: `position_embedding` itself, or for 'auto' 'none' when
+  the attention function encodes positions in its scores (attention.ENCODES_POSITIONS: rotary,
+  ALiBi, relative) and the model's `default` otherwise. Every Transformer of seqjax applies this
+  one rule, so 'rope' means rotary positions alone, not sinusoids plus rotations."""
+  if position_embedding not in choices:
+    raise errors.UserError(f'Unknown position_embedding {position_embedding!r}; known: '
+                           f'{", ".join(choices)}.')
+  if position_embedding != 'auto':
+    return position_embedding
+  return 'none' if attention_name in attention.ENCODES_POSITIONS else default
 
 
 def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_000.0) -> np.ndarray:

@@ -23,16 +23,14 @@ from seqjax.models import transformer
 
 Array = jax.Array
 
-# Attention functions that encode positions themselves; 'auto' adds no position table for them.
-POSITIONAL_ATTENTION = frozenset({'rope', 'alibi', 'relative'})
-POSITION_EMBEDDINGS = ('auto', 'sinusoidal', 'learned', 'none')
 
 
 class PositionalEmbed(nn.Module):
   """Token embedding plus the position table the config names, then dropout.
 
-  'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative)
-  and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others; 'learned' is GPT's table.
+  'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative:
+  attention.ENCODES_POSITIONS) and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others;
+  'learned' is GPT's table.
   """
   vocab_size: int
   features: int
@@ -43,9 +41,6 @@ class PositionalEmbed(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
-    if self.position_embedding not in POSITION_EMBEDDINGS:
-      raise ValueError(f'Unknown position_embedding {self.position_embedding!r}; known: '
-                       f'{", ".join(POSITION_EMBEDDINGS)}.')
     self.embed = embed.Embed(self.vocab_size, self.features, self.dtype, name='embed')
     if self.kind == 'learned':
       self.positions = self.param(
@@ -56,9 +51,8 @@ class PositionalEmbed(nn.Module):
 
   @property
   def kind(self) -> str:
-    if self.position_embedding != 'auto':
-      return self.position_embedding
-    return 'none' if self.attention in POSITIONAL_ATTENTION else 'sinusoidal'
+    """sinusoidal | learned | none, by the rule of embed.position_embedding_kind."""
+    return embed.position_embedding_kind(self.position_embedding, self.attention)
 
   def __call__(self, ids: Array, deterministic: bool, prefix: Optional[Array] = None) -> Array:
     """ids [b, t] -> [b, t, e]; with prefix [e] (a [CLS] vector), [b, 1 + t, e] with it first."""

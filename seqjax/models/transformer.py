@@ -1,7 +1,9 @@
 """The encoder-decoder Transformer of Vaswani et al. 2017, "Attention Is All You Need".
 
-As written in the paper: sinusoidal positions (sec. 3.5), one embedding table shared by the
-encoder, the decoder and the pre-softmax projection, scaled by sqrt(d_model) (sec. 3.4),
+As written in the paper: sinusoidal positions (sec. 3.5; `position_embedding='auto'` leaves them
+out when the attention function encodes positions itself: rope, alibi, relative, see
+layers/embed.py), one embedding table shared by the encoder, the decoder and the pre-softmax
+projection, scaled by sqrt(d_model) (sec. 3.4),
 post-LN residual blocks (pre-LN as an option), and dropout on every sub-layer output and on the
 embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
 
@@ -86,12 +88,20 @@ class Transformer(nn.Module):
   attention_window: int = 16  # 'local' attention: keys within this distance
   max_relative_distance: int = 16  # 'relative' attention: distances clipped to this
   max_length: int = 1024  # longest source or target sequence accepted
+  # auto | sinusoidal | learned | none; auto: none for rope, alibi and relative attention, else
+  # sinusoidal. 'learned' is one [max_length, e] table shared by encoder and decoder.
+  position_embedding: str = 'auto'
   attention_implementation: str = 'xla'  # 'fused' attention only: xla | cudnn
   remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
     self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype, name='embed')
+    if self.position_kind == 'learned':
+      self.positions = self.param(
+          'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                    ('length', 'embed')),
+          (self.max_length, self.embed_dim))
     block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
                       attention=self.attention, dtype=self.dtype, num_kv_heads=self.num_kv_heads,
@@ -109,9 +119,22 @@ class Transformer(nn.Module):
       self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
     self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
+  @property
+  def position_kind(self) -> str:
+    """sinusoidal | learned | none: what position_embedding means for this attention function."""
+    return embed.position_embedding_kind(self.position_embedding, self.attention)
+
+  def _position_table(self, length: int) -> Optional[Array]:
+    """The position encodings [length, e] added to the embeddings, or None ('none')."""
+    if self.position_kind == 'sinusoidal':
+      return jnp.asarray(embed.sinusoidal_positions(length, self.embed_dim), self.dtype)
+    if self.position_kind == 'learned':
+      return jnp.asarray(self.positions[:length], self.dtype)
+    return None
+
   def _embed_with_positions(self, ids: Array, deterministic: bool,
                             positions: Optional[Array] = None) -> Array:
-    """ids [b, t] -> [b, t, e]: scaled token embedding + sinusoidal position, then dropout.
+    """ids [b, t] -> [b, t, e]: scaled token embedding + position encoding, then dropout.
 
     positions [b, t] (packed rows) are each token's position in its example; default 0..t-1.
     """
@@ -119,9 +142,10 @@ class Transformer(nn.Module):
     if length > self.max_length:
       raise ValueError(f'Sequence length {length} is over the model maximum '
                        f'max_length={self.max_length}.')
-    table = jnp.asarray(embed.sinusoidal_positions(length, self.embed_dim), self.dtype)  # [t, e]
-    encodings = table[None] if positions is None else table[positions]  # [1, t, e] or [b, t, e]
-    x = self.embed(ids) + encodings
+    x = self.embed(ids)  # [b, t, e]
+    table = self._position_table(length)  # [t, e] or None
+    if table is not None:
+      x = x + (table[None] if positions is None else table[positions])  # + [1|b, t, e]
     return self.dropout(x, deterministic=deterministic)
 
   def encode(self, inputs: Array, *, deterministic: bool = True,
@@ -192,9 +216,10 @@ class Transformer(nn.Module):
     """
     del encoded  # projected into cache.layers by init_cache
     length = cache.layers[0].self_key.shape[1]  # t, the cache's fixed length
-    positions = embed.sinusoidal_positions(length, self.embed_dim)  # [t, e]
-    positions = jnp.asarray(positions, self.dtype)
-    x = self.embed(ids[:, None]) + positions[cache.position][:, None]  # [b, 1, e]
+    x = self.embed(ids[:, None])  # [b, 1, e]
+    table = self._position_table(length)  # [t, e] or None
+    if table is not None:
+      x = x + table[cache.position][:, None]  # [b, 1, e]
     self_mask = jnp.arange(length)[None, :] <= cache.position[:, None]  # [b, t]
     self_mask = self_mask[:, None, None, :]  # [b, 1, 1, t]: positions written so far
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]

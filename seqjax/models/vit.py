@@ -23,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax.layers import dropout as dropout_lib
+from seqjax.layers import embed
 from seqjax.models import encoder_only
 
 Array = jax.Array
 POOLINGS = ('cls', 'gap')
-POSITION_EMBEDDINGS = ('learned', 'sinusoidal_2d', 'none')
+POSITION_EMBEDDINGS = ('auto', 'learned', 'sinusoidal_2d', 'none')
 
 # The paper's Table 1 (Base, Large, Huge) and, for Ti and S, Touvron et al. 2021 (DeiT), whose
 # sizes later ViT work adopted; 'tiny' is seqjax's own, small enough to train on a CPU.
@@ -93,7 +94,9 @@ class VisionTransformer(nn.Module):
   mlp_dim: int = 3072
   dropout_rate: float = 0.0
   pooling: str = 'cls'  # cls: a learned class token in front | gap: mean of the patches
-  position_embedding: str = 'learned'  # learned (1-D, over the t tokens) | sinusoidal_2d | none
+  # auto | learned (1-D, over the t tokens) | sinusoidal_2d | none; auto: none for rope, alibi
+  # and relative attention, else learned (layers/embed.py).
+  position_embedding: str = 'auto'
   attention: str = 'dot_product'
   attention_implementation: str = 'xla'
   num_kv_heads: Optional[int] = None
@@ -105,9 +108,14 @@ class VisionTransformer(nn.Module):
   def _check(self) -> None:
     if self.pooling not in POOLINGS:
       raise ValueError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
-    if self.position_embedding not in POSITION_EMBEDDINGS:
-      raise ValueError(f'Unknown position_embedding {self.position_embedding!r}; known: '
-                       f'{", ".join(POSITION_EMBEDDINGS)}.')
+    embed.position_embedding_kind(self.position_embedding, self.attention,
+                                  POSITION_EMBEDDINGS)  # raises for an unknown name
+
+  @property
+  def position_kind(self) -> str:
+    """learned | sinusoidal_2d | none: what position_embedding means for this attention."""
+    return embed.position_embedding_kind(self.position_embedding, self.attention,
+                                         POSITION_EMBEDDINGS, default='learned')
 
   def _embed(self, images: Array, deterministic: bool) -> Array:
     """images [b, H, W, C] -> tokens [b, t, e]: patch projections, class token, positions."""
@@ -118,7 +126,7 @@ class VisionTransformer(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), (None, 'embed')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)))(
             patches.astype(self.dtype))  # [b, n, e]
-    if self.position_embedding == 'sinusoidal_2d':  # patches only; the class token has none
+    if self.position_kind == 'sinusoidal_2d':  # patches only; the class token has none
       table = sinusoidal_2d_positions(grid_h, grid_w, self.embed_dim)  # [n, e]
       x = x + jnp.asarray(table, self.dtype)[None]
     if self.pooling == 'cls':
@@ -126,7 +134,7 @@ class VisionTransformer(nn.Module):
                                                             ('embed',)), (self.embed_dim,))
       cls = jnp.broadcast_to(jnp.asarray(cls, self.dtype), (x.shape[0], 1, self.embed_dim))
       x = jnp.concatenate([cls, x], axis=1)  # [b, 1 + n, e]
-    if self.position_embedding == 'learned':  # E_pos [t, e] of eq. 1, the class token's included
+    if self.position_kind == 'learned':  # E_pos [t, e] of eq. 1, the class token's included
       positions = self.param(
           'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                     ('length', 'embed')),
