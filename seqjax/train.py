@@ -52,7 +52,9 @@ class TrainState:
   params: Any
   opt_state: Any
   num_skipped: jax.Array  # int32 [], steps skipped for a non-finite loss or gradient
-  nonfinite_streak: jax.Array  # int32 [], of them the latest in a row (0: last step was finite)
+  # int32 [], of them the latest in a row (0: last step was finite); from
+  # max_consecutive_nonfinite_steps on, every step is skipped (see make_train_step)
+  nonfinite_streak: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,10 +219,14 @@ def make_train_step(exp: Experiment):
 
   A step whose loss or gradient is not finite keeps the parameters and optimizer state as they
   were (`keep_unless_finite`: a branch, except on GPU) and is counted in `num_skipped` and
-  `nonfinite_streak`. The dropout rng depends only on the seed and the step, so a resumed run
-  draws the same masks.
+  `nonfinite_streak`. Once that streak reaches max_consecutive_nonfinite_steps the step stops
+  training on the device: every later step is skipped too, so the streak only grows, and the
+  host finds it at its next read of the state (`check_finite`, at log and checkpoint steps)
+  however short the run of bad steps was, with no transfer to the host in every step. The dropout
+  rng depends only on the seed and the step, so a resumed run draws the same masks.
   """
   branch = exp.mesh.devices.flat[0].platform != 'gpu'
+  max_streak = exp.cfg.max_consecutive_nonfinite_steps
   dropout_key = jax.random.fold_in(jax.random.key(exp.cfg.seed, impl=exp.cfg.rng_impl), 1)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -228,7 +234,8 @@ def make_train_step(exp: Experiment):
     grad_fn = jax.value_and_grad(functools.partial(_loss_and_metrics, exp), has_aux=True)
     (loss, _), grads = grad_fn(state.params, batch, rng)
     grad_norm = optax.global_norm(grads)  # before any clipping; NaN/inf if any entry is
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    stopped = state.nonfinite_streak >= max_streak  # too many in a row: train no more
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~stopped
 
     def update():
       updates, opt_state = exp.optimizer.update(grads, state.opt_state, state.params)
@@ -396,14 +403,20 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
 
 
 def check_finite(cfg: config_lib.Config, state: TrainState, step: int) -> None:
-  """Stops the run once max_consecutive_nonfinite_steps steps in a row were skipped."""
+  """Stops the run once max_consecutive_nonfinite_steps steps in a row were skipped.
+
+  The streak may have ended before `step`: from then on the train step skips every step, so the
+  streak runs on to `step` and the run stops here, before any save.
+  """
   streak = int(jax.device_get(state.nonfinite_streak))
-  if streak >= cfg.max_consecutive_nonfinite_steps:
+  limit = cfg.max_consecutive_nonfinite_steps
+  if streak >= limit:
+    first = step - streak + 1
+    after = f', and steps {first + limit} to {step} were skipped after it' if streak > limit else ''
     raise FloatingPointError(
-        f'Steps {step - streak + 1} to {step} had a non-finite loss or gradient, '
-        f'{streak} in a row (max_consecutive_nonfinite_steps='
-        f'{cfg.max_consecutive_nonfinite_steps}): stopping. Their updates were skipped, so the '
-        'parameters and the checkpoints hold finite values.')
+        f'Steps {first} to {first + limit - 1} had a non-finite loss or gradient, '
+        f'{limit} in a row (max_consecutive_nonfinite_steps={limit}): stopping{after}. Their '
+        'updates were skipped, so the parameters and the checkpoints hold finite values.')
 
 
 def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,

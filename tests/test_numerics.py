@@ -109,3 +109,55 @@ def lowered_train_step(tmp_path) -> str:
 def test_the_step_skips_by_a_branch_on_a_cpu(tmp_path):
   assert jax.default_backend() == 'cpu'
   assert 'stablehlo.case' in lowered_train_step(tmp_path)  # tests_gpu: none on a GPU
+
+
+def test_the_step_trains_no_more_after_too_many_nonfinite_steps_in_a_row(tmp_path):
+  """The stop is made on the device: a finite batch after the streak is skipped as well."""
+  exp = train.build(helpers.tiny_config(max_consecutive_nonfinite_steps=2), str(tmp_path))
+  state = train.create_state(exp)
+  train_step = train.make_train_step(exp)
+  batch = next(batching.padded_batches(exp.load_split('train'), exp.encoder, 16))
+  poisoned = {**batch, 'inputs': np.full_like(batch['inputs'], np.nan)}
+  before = _host_copy(state)
+  for inputs in (poisoned, poisoned, batch, batch):
+    state, _ = train_step(state, train.to_global(exp, inputs))
+  after = _host_copy(state)
+  assert (after.step, after.num_skipped, after.nonfinite_streak) == (4, 4, 4)
+  helpers.assert_trees_equal(after.params, before.params)
+  helpers.assert_trees_equal(after.opt_state, before.opt_state)
+
+
+class _PoisonSteps:
+  """The training iterator, with every input NaN in the batches of the given steps (1-based)."""
+
+  def __init__(self, iterator, steps):
+    self._iterator, self._steps, self._step = iterator, steps, 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch, self._step = next(self._iterator), self._step + 1
+    if self._step in self._steps:
+      batch = {**batch, 'inputs': np.full_like(batch['inputs'], np.nan)}
+    return batch
+
+  def __getattr__(self, name):  # get_state / set_state for checkpoints
+    return getattr(self._iterator, name)
+
+
+def test_a_streak_between_two_log_steps_stops_the_run(monkeypatch, tmp_path):
+  """Steps 3 to 6 are non-finite, logs and checkpoints come at step 10 only: the run stops at
+  step 10 before logging or saving (it used to see a streak of 0 there and save)."""
+  make_iterator = train.make_train_iterator
+  monkeypatch.setattr(train, 'make_train_iterator',
+                      lambda exp: _PoisonSteps(make_iterator(exp), range(3, 7)))
+  workdir = str(tmp_path)
+  config = helpers.tiny_config(num_train_steps=10, log_every_steps=10, checkpoint_every_steps=10,
+                               max_consecutive_nonfinite_steps=3)
+  with pytest.raises(FloatingPointError, match=(
+      r'^Steps 3 to 5 had a non-finite loss or gradient, 3 in a row '
+      r'\(max_consecutive_nonfinite_steps=3\): stopping, and steps 6 to 10 were skipped')):
+    train.train_and_evaluate(config, workdir)
+  assert not os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert not helpers.logged_losses(workdir)
