@@ -10,11 +10,12 @@ Offline: the examples are generated. Mean squared error of always answering 1.0 
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, 'smoke'):
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   config = config_lib.base_config(model='rnn_classifier', data='adding')
   config.num_train_steps = 3000
   config.log_every_steps = 100

@@ -8,11 +8,12 @@ test labels are withheld, so the validation split (872 sentences) serves as eval
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, 'smoke'):
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   smoke = arg == 'smoke'
   config = config_lib.base_config(model='rnn_classifier',
                                   data='reviews_sentiment' if smoke else 'glue_sst2')

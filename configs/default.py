@@ -10,6 +10,7 @@ Expected on the 2-core CPU machine: see the README's results table (time and tes
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 
 def get_config(arg: str | None = None):
@@ -31,5 +32,5 @@ def get_config(arg: str | None = None):
     config_lib.shrink_for_smoke(config)
     config.model.update(embed_dim=32, num_heads=2, mlp_dim=64)
   elif arg:
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   return config

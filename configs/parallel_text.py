@@ -19,12 +19,13 @@ measured CPU run on generated pairs. `:smoke` is a tiny model for a few steps (t
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 from seqjax.models import transformer
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, 'smoke'):
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   config = config_lib.base_config(model='transformer', data='parallel_text')
   config.model.update(transformer.PRESETS['base'], pre_ln=False)
   config.num_train_steps = 20_000

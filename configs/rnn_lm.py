@@ -9,11 +9,12 @@ no download.
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, 'smoke'):
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   smoke = arg == 'smoke'
   config = config_lib.base_config(model='rnn_lm',
                                   data='reviews_lm' if smoke else 'tiny_shakespeare')

@@ -9,13 +9,14 @@ needed), `:smoke` runs a few steps.
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 ARGS = ('smoke', 'wmt14')
 
 
 def get_config(arg: str | None = None):
   if arg not in (None,) + ARGS:
-    raise ValueError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
   config = config_lib.base_config(model='seq2seq', data='wmt14_ende' if arg == 'wmt14' else 'dates')
   config.num_train_steps = 600
   config.log_every_steps = 50

@@ -11,13 +11,14 @@ Expected on the 2-core CPU machine: see the README's results table.
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 ARGS = ('smoke', 'shakespeare')
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, *ARGS):
-    raise ValueError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
   data = 'tiny_shakespeare' if arg == 'shakespeare' else 'reviews_lm'
   config = config_lib.base_config(model='transformer_lm', data=data)
   config.num_train_steps = 600

@@ -10,13 +10,14 @@ see the README's results table.
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 ARGS = ('smoke', 'offline')
 
 
 def get_config(arg: str | None = None):
   if arg not in (None, *ARGS):
-    raise ValueError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
   config = config_lib.base_config(model='transformer_classifier',
                                   data='glue_sst2' if arg is None else 'reviews_sentiment')
   config.num_train_steps = 3000

@@ -20,6 +20,7 @@ Variants: `--config.model.attention=rope` (or any registered function),
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 from seqjax.models import vit
 
 ARGS = ('smoke', 'shapes')
@@ -27,7 +28,7 @@ ARGS = ('smoke', 'shapes')
 
 def get_config(arg: str | None = None):
   if arg not in (None, *ARGS):
-    raise ValueError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
   config = config_lib.base_config(model='vit', data='cifar10' if arg is None else 'shapes')
   config.num_train_steps = 40_000  # 100 epochs of 50,000 images at 128 per step
   config.log_every_steps = 100

@@ -31,13 +31,14 @@ newstest2014); seqjax's own number: not yet run.
 """
 
 from seqjax import config as config_lib
+from seqjax import errors
 from seqjax.models import transformer
 
 
 def get_config(arg: str | None = None, preset: str = 'base'):
   """The base configuration; configs/wmt14_ende_big.py calls this with preset='big'."""
   if arg not in (None, 'smoke'):
-    raise ValueError(f'Unknown config argument {arg!r}; known: smoke.')
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
   config = config_lib.base_config(model='transformer', data='wmt14_ende')
   dims = transformer.PRESETS[preset]
   config.model.update(dims, pre_ln=False)

@@ -44,6 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import errors
+
 Array = jax.Array
 AttentionFn = Callable[..., Array]
 
@@ -52,7 +54,7 @@ def _repeat_kv_heads(kv: Array, num_query_heads: int) -> Array:
   """[b, s, k, d] -> [b, s, h, d]: each key/value head serves h // k query heads."""
   num_kv_heads = kv.shape[2]
   if num_query_heads % num_kv_heads:
-    raise ValueError(
+    raise errors.UserError(
         f'{num_query_heads} query heads do not divide evenly over {num_kv_heads} key/value heads.')
   return jnp.repeat(kv, num_query_heads // num_kv_heads, axis=2)
 
@@ -121,7 +123,7 @@ def rotate(x: Array, positions: Array) -> Array:
   """
   depth = x.shape[-1]
   if depth % 2:
-    raise ValueError(f'Rotary embeddings rotate pairs of features; head dim {depth} is odd.')
+    raise errors.UserError(f'Rotary embeddings rotate pairs of features; head dim {depth} is odd.')
   theta = 10000.0 ** (-np.arange(0, depth, 2) / depth)  # [d/2]
   angles = positions[..., None].astype(jnp.float32) * theta[None, None, :]  # [b, t, d/2]
   cos = jnp.repeat(jnp.cos(angles), 2, axis=-1)[:, :, None, :]  # [b, t, 1, d]: c0 c0 c1 c1 ...
@@ -309,8 +311,8 @@ def fused(query: Array, key: Array, value: Array, *, mask: Optional[Array] = Non
   if key_lengths is not None and key_value_seq_lengths is None:
     mask, key_value_seq_lengths = None, key_lengths
   if implementation == 'cudnn' and jax.default_backend() != 'gpu':
-    raise ValueError(f"implementation='cudnn' needs a GPU; the default backend here is "
-                     f"{jax.default_backend()!r}. Use implementation='xla'.")
+    raise errors.UserError(f"implementation='cudnn' needs a GPU; the default backend here is "
+                           f"{jax.default_backend()!r}. Use implementation='xla'.")
   if mask is not None:
     mask = _as_4d(mask)
     if causal:  # the key padding of a causal mask (its last row), for every query: [b, h, t, s]
@@ -354,7 +356,7 @@ def get(name: str) -> AttentionFn:
   try:
     return _REGISTRY[name]
   except KeyError:
-    raise ValueError(
+    raise errors.UserError(
         f'Unknown attention function {name!r}; known: {", ".join(_REGISTRY)}.') from None
 
 

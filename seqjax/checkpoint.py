@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from seqjax import errors
+
 
 class Checkpointer:
   """Saves into `directory` when told to, keeping the newest `keep` checkpoints.
@@ -23,10 +25,15 @@ class Checkpointer:
   save the first step of a run.
   """
 
-  def __init__(self, directory: str, keep: int):
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+  def __init__(self, directory: str, keep: int, read_only: bool = False):
+    # read_only (evaluate, translate): no directory created and no background cleanup of
+    # unfinished saves, whose thread `close` does not wait for (orbax 0.12.8): an error right
+    # after opening would end in that thread's traceback at the interpreter's exit.
+    options = ocp.CheckpointManagerOptions(max_to_keep=None if read_only else keep,
+                                           save_interval_steps=0 if read_only else 1,
+                                           create=not read_only, read_only=read_only,
                                            enable_async_checkpointing=True,
-                                           cleanup_tmp_directories=True)
+                                           cleanup_tmp_directories=not read_only)
     handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler(),
                 'data': grain.checkpoint.CheckpointHandler()}
     # orbax refuses relative paths, and `--workdir` is often one (make demo's workdirs/demo).
@@ -57,7 +64,7 @@ class Checkpointer:
     which may differ from the saving run's mesh).
 
     `data_iterator` (when given) is moved to the saved position in place. Refused with a
-    ValueError, before anything is read: `metadata` that differs from the saved one, and a
+    UserError, before anything is read: `metadata` that differs from the saved one, and a
     parameter whose shape differs from the saved one (never padded or truncated to fit).
     """
     if metadata is not None:
@@ -82,6 +89,12 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.close()
 
+  def __enter__(self) -> 'Checkpointer':
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()  # also on an error: orbax's threads must not outlive the interpreter's exit
+
 
 METADATA_HINTS = {
     'vocab_sha256': 'The vocabulary file differs from the one the checkpoint was trained with: '
@@ -95,8 +108,9 @@ def check_metadata(step: int, saved: dict[str, Any], expected: dict[str, Any]) -
   """Raises naming the first key whose saved value differs from the expected one."""
   for key, value in expected.items():
     if key in saved and saved[key] != value:
-      raise ValueError(f'The checkpoint at step {step} was saved with {key}={saved[key]!r}, but '
-                       f'this run has {key}={value!r}. {METADATA_HINTS.get(key, "")}'.rstrip())
+      raise errors.UserError(
+          f'The checkpoint at step {step} was saved with {key}={saved[key]!r}, but '
+          f'this run has {key}={value!r}. {METADATA_HINTS.get(key, "")}'.rstrip())
 
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
@@ -116,7 +130,7 @@ def check_shapes(step: int, saved_params: Any, params: Any) -> None:
   saved, wanted = _shapes(saved_params), _shapes(params)
   for name in sorted(set(saved) | set(wanted)):
     if saved.get(name) != wanted.get(name):
-      raise ValueError(
+      raise errors.UserError(
           f'The checkpoint at step {step} does not fit the model: parameter {name} is '
           f'{_describe(saved.get(name))} in the checkpoint and {_describe(wanted.get(name))} in '
           'the model (checkpoints are never padded or truncated to fit).')

@@ -12,15 +12,19 @@ key is declared exactly once, next to the code that uses it.
 """
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, Callable
 
 import ml_collections
 
 from seqjax import data as data_lib
+from seqjax import errors
 from seqjax import models
 
 
 RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')  # jax.random.key(seed, impl=...)
+# Computation dtypes. float16 is not offered: without loss scaling its gradients underflow.
+DTYPES = ('float32', 'bfloat16')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +38,12 @@ class OptimizerConfig:
   b1: float = 0.9
   b2: float = 0.98  # the paper's value; optax's default is 0.999
   eps: float = 1e-9
-  weight_decay: float = 0.0
+  weight_decay: float = 0.0  # adamw only (decoupled, Loshchilov and Hutter 2019)
+  # adamw: 'matrices' decays the weight matrices of linear maps alone (parameters named *kernel*),
+  # not biases, LayerNorm scales and offsets, class tokens, embeddings or position tables
+  # (seqjax/optim.py decay_mask); 'all' decays every parameter.
+  weight_decay_mask: str = 'matrices'
+  momentum: float = 0.0  # sgd only: heavy-ball momentum; 0 is plain SGD
   grad_clip_norm: float = 0.0  # global-norm clipping; 0 turns it off
   accumulation_steps: int = 1  # optax.MultiSteps when > 1
 
@@ -77,7 +86,7 @@ class Config:
   # collective; a single process checks every step for free). Then all save at that step and exit.
   preemption_check_every_steps: int = 10
   batch_size: int = 64  # global, across all processes and devices
-  dtype: str = 'float32'  # computation dtype; parameters stay float32
+  dtype: str = 'float32'  # computation dtype (float32 | bfloat16); parameters stay float32
   # jax.random key implementation for initialisation and dropout. threefry2x32 gives the same bits
   # on every platform; rbg and unsafe_rbg draw them with XLA's RngBitGenerator, cheaper on GPU and
   # TPU (32-bit dropout masks were 8% of a Transformer-base step on an H200; seqjax's Dropout now
@@ -124,24 +133,91 @@ def base_config(model: str = 'transformer', data: str = 'dates') -> ml_collectio
   return config
 
 
-def _check_keys(section: str, given: dict[str, Any], allowed: set[str]) -> None:
+def _check_keys(section: str, given: dict[str, Any], allowed: set[str], hint: str = '') -> None:
   unknown = sorted(set(given) - allowed)
   if unknown:
-    raise ValueError(
+    raise errors.UserError(
         f'Unknown key(s) {", ".join(section + "." + k for k in unknown)}; '
-        f'allowed: {", ".join(sorted(allowed))}.')
+        f'allowed: {", ".join(sorted(allowed))}.{hint}')
+
+
+def _switch_hint(section: str, name: str) -> str:
+  """Why a model or data section may hold another model's or dataset's keys."""
+  return (f' The {section} section holds the keys of the {section} its config was written for; '
+          f'setting {section}.name={name!r} does not change them: use a config whose {section} '
+          f'section is {name!r}\'s (seqjax.config.base_config({section}={name!r}), as the files in '
+          'configs/ do).')
+
+
+def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+  return (lambda value: value >= low), f'at least {low}'
+
+
+def _all_or_at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+  return (lambda value: value == -1 or value >= low), f'-1 (all) or at least {low}'
+
+
+_UNIT = ((lambda value: 0 <= value < 1), 'in [0, 1)')
+_NON_NEGATIVE = ((lambda value: value >= 0), 'at least 0')
+# The domain of every numeric trainer key that has one. Floats must also be finite (no nan, inf).
+DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'num_train_steps': _at_least(1),
+    'log_every_steps': _at_least(1),
+    'eval_every_steps': _at_least(1),
+    'checkpoint_every_steps': _at_least(1),
+    'keep_checkpoints': _at_least(1),
+    'max_consecutive_nonfinite_steps': _at_least(1),
+    'preemption_check_every_steps': _at_least(1),
+    'batch_size': _at_least(1),
+    'label_smoothing': _UNIT,
+    'optimizer.learning_rate': ((lambda value: value > 0), 'above 0'),
+    'optimizer.warmup_steps': _NON_NEGATIVE,
+    'optimizer.b1': _UNIT,
+    'optimizer.b2': _UNIT,
+    'optimizer.eps': _NON_NEGATIVE,
+    'optimizer.momentum': _UNIT,
+    'optimizer.weight_decay': _NON_NEGATIVE,
+    'optimizer.grad_clip_norm': _NON_NEGATIVE,
+    'optimizer.accumulation_steps': _at_least(1),
+    'mesh.data': _all_or_at_least(1),
+    'mesh.fsdp': _all_or_at_least(1),
+    'mesh.model': _all_or_at_least(1),
+    'eval.batch_size': _at_least(1),
+    'eval.num_eval_batches': _all_or_at_least(1),
+    'eval.num_decode_examples': _all_or_at_least(0),
+    'eval.num_plot_examples': _NON_NEGATIVE,
+    'eval.beam_size': _at_least(1),
+    'eval.length_penalty': _NON_NEGATIVE,
+    'eval.max_length_margin': _NON_NEGATIVE,
+    'eval.num_average_checkpoints': _at_least(1),
+}
+
+
+def _check_domains(config: 'Config') -> None:
+  """Raises UserError for the first key of DOMAINS whose value is outside its domain."""
+  for key, (allowed, description) in DOMAINS.items():
+    value = config
+    for part in key.split('.'):
+      value = getattr(value, part)
+    if isinstance(value, float) and not math.isfinite(value):
+      raise errors.UserError(f'{key}={value} is not a finite number; it must be {description}.')
+    if not allowed(value):
+      raise errors.UserError(f'{key}={value!r} is outside its domain: it must be {description}.')
 
 
 def typed(config: ml_collections.ConfigDict) -> Config:
-  """The ConfigDict as frozen dataclasses; unknown names and keys raise ValueError."""
+  """The ConfigDict as frozen dataclasses; unknown names and keys, and values outside their
+  domain (DOMAINS), raise UserError."""
   raw = config.to_dict()
   model_args = dict(raw.pop('model'))
   data_args = dict(raw.pop('data'))
   model_name, data_name = model_args.pop('name'), data_args.pop('name')
   models.get(model_name)  # raises, listing the known models
-  _check_keys('model', model_args, set(_model_fields(model_name)))
+  _check_keys('model', model_args, set(_model_fields(model_name)),
+              _switch_hint('model', model_name))
   data_config_cls = data_lib.get(data_name).config_class
-  _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)})
+  _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)},
+              _switch_hint('data', data_name))
   sections = {'optimizer': OptimizerConfig, 'mesh': MeshConfig, 'eval': EvalConfig}
   for key, cls in sections.items():
     _check_keys(key, raw[key], {f.name for f in dataclasses.fields(cls)})
@@ -151,13 +227,18 @@ def typed(config: ml_collections.ConfigDict) -> Config:
       (name, tuple(axes) if isinstance(axes, list) else axes)
       for name, axes in raw['logical_axis_rules'])
   if raw['rng_impl'] not in RNG_IMPLS:
-    raise ValueError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
-  if raw['eval'].num_average_checkpoints > raw['keep_checkpoints']:
-    raise ValueError(f'eval.num_average_checkpoints={raw["eval"].num_average_checkpoints} is '
-                     f'more than keep_checkpoints={raw["keep_checkpoints"]}: keep at least as '
-                     'many checkpoints as are averaged.')
-  return Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
-                data=data_config_cls(**data_args))
+    raise errors.UserError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
+  if raw['dtype'] not in DTYPES:
+    raise errors.UserError(f'Unknown dtype {raw["dtype"]!r}; known: {", ".join(DTYPES)}.')
+  config = Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
+                  data=data_config_cls(**data_args))
+  _check_domains(config)
+  if config.eval.num_average_checkpoints > config.keep_checkpoints:
+    raise errors.UserError(
+        f'eval.num_average_checkpoints={config.eval.num_average_checkpoints} is '
+        f'more than keep_checkpoints={config.keep_checkpoints}: keep at least as '
+        'many checkpoints as are averaged.')
+  return config
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
 from seqjax.data import tokenizer as tokenizer_lib
 
 Array = jax.Array
@@ -293,7 +294,7 @@ def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
   """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with the
   GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls."""
   if beam_size < 1:
-    raise ValueError(f'beam_size must be at least 1; got {beam_size}.')
+    raise errors.UserError(f'beam_size must be at least 1; got {beam_size}.')
   if beam_size == 1:
     return greedy_decode(model, params, inputs, max_length_margin=max_length_margin,
                          num_real_tokens=num_real_tokens)

@@ -11,6 +11,7 @@ import ml_collections
 
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
+from seqjax import errors
 from seqjax import evaluate as evaluate_lib
 from seqjax import train
 
@@ -18,13 +19,12 @@ _LOG = logging.getLogger(__name__)
 
 
 def _latest_params(exp: train.Experiment):
-  checkpointer = checkpoint_lib.Checkpointer(os.path.join(exp.workdir, 'checkpoints'),
-                                             exp.cfg.keep_checkpoints)
-  step = checkpointer.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
-  state = checkpointer.restore(step, exp.abstract_state, None, train.checkpoint_metadata(exp))
-  checkpointer.close()
+  with checkpoint_lib.Checkpointer(os.path.join(exp.workdir, 'checkpoints'),
+                                   exp.cfg.keep_checkpoints, read_only=True) as checkpointer:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise errors.UserError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
+    state = checkpointer.restore(step, exp.abstract_state, None, train.checkpoint_metadata(exp))
   return state.params, step
 
 
@@ -32,17 +32,17 @@ def _averaged_params(exp: train.Experiment):
   """The mean parameters of the newest eval.num_average_checkpoints checkpoints, and their steps."""
   directory = os.path.join(exp.workdir, 'checkpoints')
   count = exp.cfg.eval.num_average_checkpoints
-  checkpointer = checkpoint_lib.Checkpointer(directory, exp.cfg.keep_checkpoints)
-  steps = checkpointer.all_steps()
-  if not steps:
-    raise FileNotFoundError(f'No checkpoint in {directory}: train first.')
-  if len(steps) < count:
-    raise ValueError(f'eval.num_average_checkpoints={count}, but {directory} holds only '
-                     f'{len(steps)} checkpoint(s) (steps {steps}).')
-  steps = steps[-count:]
-  params = checkpoint_lib.average_params(checkpointer, steps, exp.abstract_state,
-                                         train.checkpoint_metadata(exp))
-  checkpointer.close()
+  with checkpoint_lib.Checkpointer(directory, exp.cfg.keep_checkpoints,
+                                   read_only=True) as checkpointer:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise errors.UserError(f'No checkpoint in {directory}: train first.')
+    if len(steps) < count:
+      raise errors.UserError(f'eval.num_average_checkpoints={count}, but {directory} holds only '
+                             f'{len(steps)} checkpoint(s) (steps {steps}).')
+    steps = steps[-count:]
+    params = checkpoint_lib.average_params(checkpointer, steps, exp.abstract_state,
+                                           train.checkpoint_metadata(exp))
   return params, steps
 
 
@@ -91,8 +91,8 @@ def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: st
   """Decodes each source line with the latest checkpoint in workdir, in order."""
   exp = train.build(config, workdir)
   if not exp.task.decodes:
-    raise ValueError(f'--mode=translate needs a seq2seq dataset; {exp.cfg.data_name!r} is a '
-                     f'{exp.task.name} dataset.')
+    raise errors.UserError(f'--mode=translate needs a seq2seq dataset; {exp.cfg.data_name!r} is a '
+                           f'{exp.task.name} dataset.')
   params, _ = _latest_params(exp)
   decode_fn = train.make_decode_fn(exp)
   lines = [line.rstrip('\n') for line in lines]

@@ -3,19 +3,26 @@
 The only file that defines flags. `--config.a.b=value` overrides a config value; the config is
 locked, so a misspelled key fails here, before anything is compiled, naming the key.
 
-Exit codes: 0 done; 1 a clear error (one line `seqjax: ...`: bad config, data, checkpoint or too
-many non-finite steps); 75 (seqjax.preemption.EXIT_CODE) preempted by SIGTERM after a committed
-checkpoint: run the same command again to resume.
+Exit codes: 0 done; 1 a clear error about the user's input (one line `seqjax: ...`: a bad
+command line, config value, data file, workdir or checkpoint, a seqjax.errors.UserError) or too
+many non-finite steps; 75 (seqjax.preemption.EXIT_CODE) preempted by SIGTERM after a committed
+checkpoint: run the same command again to resume. Any other error is a bug (seqjax's, or in a
+model of one's own) and keeps its traceback (exit code 1, from Python).
 """
 
+import glob
+import importlib.util
 import logging
 import os
+import re
 import sys
+from typing import Optional
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from seqjax import errors
 from seqjax import host
 
 _LOG = logging.getLogger('seqjax')
@@ -34,12 +41,80 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process, 0..num_pro
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _config_argument(argv: list[str]) -> Optional[str]:
+  """The value of --config (PATH[:ARG]) in argv, if given."""
+  for i, arg in enumerate(argv):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _configs_for(section: str, name: str, directory: str) -> str:
+  """Config files in `directory` whose `section` (model or data) is `name`'s, for a hint."""
+  pattern = re.compile(rf'{section}=[\'"]{re.escape(name)}[\'"]')
+  found = [path for path in sorted(glob.glob(os.path.join(directory, '*.py')))
+           if pattern.search(open(path, encoding='utf-8').read())]
+  return ' or '.join(found) or f'one built by seqjax.config.base_config({section}={name!r})'
+
+
+def _unknown_override(argv: list[str], config_arg: str) -> Optional[str]:
+  """Why the first --config.KEY=VALUE in argv whose KEY the config file lacks is refused."""
+  path, _, arg = config_arg.partition(':')
+  try:
+    spec = importlib.util.spec_from_file_location('seqjax_config_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(*([arg] if arg else []))
+  except Exception:  # pylint: disable=broad-except  # the parser's own error is reported instead
+    return None
+  overrides = dict(re.match(r'--config\.([\w.]+)=(.*)', arg, re.S).groups() for arg in argv
+                   if re.match(r'--config\.[\w.]+=', arg))
+  for key in overrides:
+    node, parts = config, key.split('.')
+    for depth, part in enumerate(parts):
+      if hasattr(node, 'keys') and part in node:
+        node = node[part]
+        continue
+      if not hasattr(node, 'keys'):
+        return f'{path} has no key {key}: {".".join(parts[:depth])} is a value, not a section.'
+      section = '.'.join(parts[:depth])
+      known = ', '.join(sorted(node.keys()))
+      new_name = overrides.get(f'{section}.name')
+      if depth == 1 and section in ('model', 'data') and new_name not in (None, node['name']):
+        kind = 'dataset' if section == 'data' else 'model'
+        return (f'{path} has no key {key}: its {section} section holds the keys of the {kind} '
+                f'{node["name"]!r} ({known}), which has no {part}, and --config.{section}.name '
+                f'does not change them. For the {kind} {new_name!r} use a config whose {section} '
+                f'section is that {kind}\'s: '
+                f'{_configs_for(section, new_name, os.path.dirname(path) or ".")}.')
+      return f'{path} has no key {key}; {section or "the top level"} holds {known}.'
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, but a bad config override ends in one clear line instead of a traceback."""
+  """absl's parser, but a bad command line ends in one clear line instead of a traceback: a
+  missing config file, a config argument the file refuses (a UserError raised in get_config), an
+  unknown or ill-typed override. Other errors in a config file keep their traceback."""
+  config_arg = _config_argument(argv[1:])
+  if config_arg is not None:
+    path = config_arg.split(':', 1)[0]
+    if not os.path.isfile(path):
+      sys.exit(f'seqjax: bad command line: no config file {path!r} (--config=PATH[:ARG]; '
+               f'relative paths start at {os.getcwd()}).')
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-    message = str(error).strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
+    message = str(error)
+    if 'Error whilst parsing config file' in message:  # get_config raised; its trace is inside
+      last = message.strip().splitlines()[-1]
+      refused = re.match(r'(?:seqjax\.errors\.)?UserError: (.*)', last)
+      if refused:
+        sys.exit(f'seqjax: bad command line: --config={config_arg}: {refused.group(1)}')
+      raise
+    unknown = _unknown_override(argv, config_arg) if config_arg else None
+    message = unknown or message.strip('\'"').replace('\\n', ' ').replace('\\\'', "'")
     sys.exit(f'seqjax: bad command line: {message}')
 
 
@@ -48,8 +123,9 @@ def init_distributed(jax) -> None:
   environment on a Cloud TPU VM (JAX finds the coordinator and process ids itself)."""
   if _COORDINATOR.value or _NUM_PROCESSES.value:
     if None in (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
-      raise ValueError('--coordinator_address, --num_processes and --process_id go together; '
-                       f'got {_COORDINATOR.value!r}, {_NUM_PROCESSES.value}, {_PROCESS_ID.value}.')
+      raise errors.UserError(
+          '--coordinator_address, --num_processes and --process_id go together; '
+          f'got {_COORDINATOR.value!r}, {_NUM_PROCESSES.value}, {_PROCESS_ID.value}.')
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   elif host.on_cloud_tpu_vm():
@@ -67,7 +143,7 @@ def main(argv: list[str]) -> None:
   import jax  # after flag parsing, so --help stays fast
   try:
     init_distributed(jax)
-  except ValueError as error:
+  except errors.UserError as error:
     sys.exit(f'seqjax: {error}')
   from seqjax import inference  # pylint: disable=g-import-not-at-top
   from seqjax import preemption  # pylint: disable=g-import-not-at-top
@@ -87,13 +163,15 @@ def main(argv: list[str]) -> None:
       metrics = inference.evaluate(config, workdir)
       print('Test: ' + ' '.join(f'{k.removeprefix("test_")}={v:.2f}' for k, v in metrics.items()))
     else:
+      if _INPUT.value != '-' and not os.path.isfile(_INPUT.value):
+        raise errors.UserError(f'--input={_INPUT.value}: no such file.')
       source = sys.stdin if _INPUT.value == '-' else open(_INPUT.value, encoding='utf-8')
       for line in inference.translate(config, workdir, source):
         print(line)
   except preemption.Preempted as stop:
     print(f'seqjax: {stop}', file=sys.stderr, flush=True)
     sys.exit(preemption.EXIT_CODE)
-  except (ValueError, FileNotFoundError, FloatingPointError) as error:
+  except (errors.UserError, FloatingPointError) as error:  # others are bugs: their traceback
     sys.exit(f'seqjax: {error}')
 
 

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from seqjax import errors
+
 EXIT_CODE = 75  # EX_TEMPFAIL of sysexits.h: a temporary failure, retrying is expected to work
 
 
@@ -34,7 +36,7 @@ class SigtermWatcher:
 
   def __init__(self, check_every: int):
     if check_every < 1:
-      raise ValueError(f'preemption_check_every_steps={check_every} must be at least 1.')
+      raise errors.UserError(f'preemption_check_every_steps={check_every} must be at least 1.')
     self._check_every = check_every
     self._signalled = False
     self._installed = threading.current_thread() is threading.main_thread()  # Python's rule

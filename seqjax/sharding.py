@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from seqjax import config as config_lib
+from seqjax import errors
 
 MESH_AXES = ('data', 'fsdp', 'model')
 
@@ -25,17 +26,18 @@ def mesh_shape(cfg: config_lib.MeshConfig, num_devices: int) -> tuple[int, int, 
   """Axis sizes with a -1 (at most one) filled by the devices the other axes leave over."""
   sizes = [cfg.data, cfg.fsdp, cfg.model]
   if sizes.count(-1) > 1 or any(size == 0 or size < -1 for size in sizes):
-    raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))} must be positive, with at most '
-                     'one -1 (= the remaining devices).')
+    raise errors.UserError(
+        f'mesh sizes {dict(zip(MESH_AXES, sizes))} must be positive, with at most '
+        'one -1 (= the remaining devices).')
   known = math.prod(size for size in sizes if size != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f'{num_devices} devices do not divide into mesh axes of sizes '
-                       f'{dict(zip(MESH_AXES, sizes))}.')
+      raise errors.UserError(f'{num_devices} devices do not divide into mesh axes of sizes '
+                             f'{dict(zip(MESH_AXES, sizes))}.')
     sizes[sizes.index(-1)] = num_devices // known
   elif known > num_devices:
-    raise ValueError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {known} devices; '
-                     f'only {num_devices} are available.')
+    raise errors.UserError(f'mesh {dict(zip(MESH_AXES, sizes))} needs {known} devices; '
+                           f'only {num_devices} are available.')
   return tuple(sizes)
 
 
@@ -75,7 +77,7 @@ def check_divisible(shape_tree: Any, sharding_tree: Any) -> None:
       axes = axes if isinstance(axes, tuple) else (axes,)
       devices = math.prod(sharding.mesh.shape[axis] for axis in axes)
       if size % devices:
-        raise ValueError(
+        raise errors.UserError(
             f'{jax.tree_util.keystr(path, simple=True, separator="/")}: dimension {dim} of size {size} is sharded over mesh '
             f'axes {axes} of {devices} devices, which does not divide it.')
   jax.tree_util.tree_map_with_path(check, shape_tree, sharding_tree)

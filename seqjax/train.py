@@ -28,6 +28,7 @@ from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
 from seqjax import data as data_lib
 from seqjax import decode
+from seqjax import errors
 from seqjax import evaluate as evaluate_lib
 from seqjax import metric_writer
 from seqjax import models
@@ -83,7 +84,7 @@ def _load_split(data_name: str, data_cfg: Any, split: str) -> Sequence[Any]:
   """One split's records, read once per process (configs are frozen, hence hashable)."""
   records = data_lib.get(data_name).load_split(data_cfg, split)
   if not len(records):
-    raise ValueError(f'The {split!r} split of dataset {data_name!r} is empty.')
+    raise errors.UserError(f'The {split!r} split of dataset {data_name!r} is empty.')
   return records
 
 
@@ -113,12 +114,18 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
   for name, size in (('batch_size', cfg.batch_size), ('eval.batch_size', cfg.eval.batch_size)):
     if size % batch_devices:
-      raise ValueError(f'{name}={size} does not divide over the {batch_devices} devices of mesh '
-                       f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
+      raise errors.UserError(
+          f'{name}={size} does not divide over the {batch_devices} devices of mesh '
+          f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
   task = tasks.get(data_lib.get(cfg.data_name).task)
   train_records = _load_split(cfg.data_name, cfg.data, 'train')
   tokenizer = _build_tokenizer(cfg, workdir, task, train_records)
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
+  if tokenizer is not None:  # every over-long text, now rather than at the first evaluation
+    filtered = isinstance(cfg.data, translation.TranslationConfig)  # training drops them
+    for split in ('eval', 'test') if filtered else ('train', 'eval', 'test'):
+      batching.check_lengths(task.name, tokenizer, cfg.data, _load_split(
+          cfg.data_name, cfg.data, split), f'the {split} split of {cfg.data_name}')
   model = _build_model(cfg, task, tokenizer)
   optimizer, schedule = optim.make_optimizer(cfg.optimizer, cfg.num_train_steps)
 

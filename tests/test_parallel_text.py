@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from configs import parallel_text as parallel_text_config
+from seqjax import errors
 from seqjax import inference
 from seqjax import train
 from seqjax.data import dates
@@ -34,7 +35,7 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path):
   assert message.startswith(f'3 bad line(s) in {path}')
   for expected in (f'{path}:2: 0 tabs', f'{path}:3: 2 tabs', f'{path}:4: not UTF-8'):
     assert expected in message
-  with pytest.raises(FileNotFoundError, match='No parallel text file'):
+  with pytest.raises(errors.UserError, match='No parallel text file'):
     parallel_text.read_tsv(str(tmp_path / 'missing.tsv'))
 
 

@@ -1,5 +1,6 @@
 """The dataset registry: configs name a dataset (`data.name`), the trainer reads it from here."""
 
+from seqjax import errors
 from seqjax.data import adding
 from seqjax.data import base
 from seqjax.data import copy_tasks
@@ -38,5 +39,5 @@ def get(name: str) -> base.Dataset:
   try:
     return DATASETS[name]
   except KeyError:
-    raise ValueError(
+    raise errors.UserError(
         f'Unknown dataset {name!r}; known datasets: {", ".join(sorted(DATASETS))}.') from None

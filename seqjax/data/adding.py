@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 
 SPLITS = ('train', 'eval', 'test')
@@ -33,7 +34,7 @@ class AddingConfig:
 def make_example(sequence_length: int, seed: int, split: str, index: int) -> dict[str, np.ndarray]:
   """{'inputs': float32 [sequence_length, 2] (value, marker), 'target': float32 []}."""
   if sequence_length < 2:
-    raise ValueError(f'sequence_length must be at least 2; got {sequence_length}.')
+    raise errors.UserError(f'sequence_length must be at least 2; got {sequence_length}.')
   rng = np.random.default_rng([seed, SPLITS.index(split), index])
   values = rng.uniform(0.0, 1.0, sequence_length).astype(np.float32)
   half = sequence_length // 2

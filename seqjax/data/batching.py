@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -24,8 +25,8 @@ def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], max_l
   for text, ids in zip(texts, tokenizer.encode(texts)):
     ids = ids + [tokenizer_lib.EOS_ID]
     if len(ids) > max_length:
-      raise ValueError(f'A text of {len(ids)} tokens (end of sequence included) is over the '
-                       f'maximum {max_length} (data.{length_key}): {text[:80]!r}')
+      raise errors.UserError(f'A text of {len(ids)} tokens (end of sequence included) is over the '
+                             f'maximum {max_length} (data.{length_key}): {text[:80]!r}')
     row = np.zeros(max_length, np.int32)
     row[:len(ids)] = ids
     rows.append(row)
@@ -92,6 +93,33 @@ def empty_record(task: str):
   return {'seq2seq': ('', ''), 'lm': '', 'classification': ('', 0)}[task]
 
 
+# Per task kind: (text field of a record, or None for a record that is the text; length key).
+_LENGTH_FIELDS = {'seq2seq': ((0, 'max_source_length'), (1, 'max_target_length')),
+                  'lm': ((None, 'max_target_length'),),
+                  'classification': ((0, 'max_source_length'),)}
+
+
+def check_lengths(task: str, tokenizer: tokenizer_lib.Tokenizer, config: base.TextConfig,
+                  records: Sequence, where: str) -> None:
+  """Raises UserError for the first record with a text over its maximum length (end of sequence
+  included), naming `where` (a file, or a split) with the line, the key and the text.
+
+  Records from a file (`records.path`, see data/parallel_text.py) are named by file and line;
+  others by their number in the split.
+  """
+  path = getattr(records, 'path', None)
+  for field, key in _LENGTH_FIELDS[task]:
+    limit = getattr(config, key)
+    texts = [record if field is None else record[field] for record in records]
+    for index, ids in enumerate(tokenizer.encode(texts)):
+      if len(ids) + 1 > limit:
+        place = f'{path}:{index + 1}' if path else f'{where}, example {index + 1}'
+        raise errors.UserError(
+            f'{place}: a text of {len(ids) + 1} tokens (end of sequence included) is over '
+            f'data.{key}={limit}: {texts[index][:60]!r}. Raise data.{key} (and model.max_length '
+            'if needed) or remove the line.')
+
+
 def tokenizer_texts(task: str, records: Sequence) -> Iterator[str]:
   """The texts a tokenizer is trained on: every text field of the records."""
   for record in records:
@@ -134,7 +162,8 @@ def train_iterator(records: Sequence, encoder, *, batch_size: int, seed: int,
   `augment(record, rng)` (a training split of images) have it applied to every row drawn.
   """
   if batch_size % process_count:
-    raise ValueError(f'batch_size={batch_size} does not divide over {process_count} processes.')
+    raise errors.UserError(
+        f'batch_size={batch_size} does not divide over {process_count} processes.')
   global_order = grain.MapDataset.source(records).shuffle(seed=seed).repeat()
   augment = getattr(records, 'augment', None)  # training-time augmentation (data/images.py)
   if augment is not None:

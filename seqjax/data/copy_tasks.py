@@ -22,6 +22,7 @@ import dataclasses
 
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 
 SPLITS = ('train', 'eval', 'test')
@@ -32,8 +33,8 @@ DEFAULT_MAX_LENGTH = 50
 
 def _check_lengths(min_length: int, max_length: int) -> None:
   if not 1 <= min_length <= max_length:
-    raise ValueError(f'Need 1 <= min_length <= max_length; got min_length={min_length}, '
-                     f'max_length={max_length}.')
+    raise errors.UserError(f'Need 1 <= min_length <= max_length; got min_length={min_length}, '
+                           f'max_length={max_length}.')
 
 
 def make_examples(split: str, num_examples: int, seed: int, *, min_length: int = DEFAULT_MIN_LENGTH,

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 
 FIRST_DATE = datetime.date(1950, 1, 1)
@@ -186,12 +187,12 @@ def _check_arguments(split: str, num_examples: int,
   """Raises ValueError unless `make_examples` can honour its arguments."""
   if isinstance(num_examples, bool) or not isinstance(
       num_examples, (int, np.integer)):
-    raise ValueError(
+    raise errors.UserError(
         f'num_examples must be an int, got {num_examples!r}')
   if num_examples < 0:
-    raise ValueError(f'num_examples must be >= 0, got {num_examples}')
+    raise errors.UserError(f'num_examples must be >= 0, got {num_examples}')
   if split != 'train' and num_examples > num_split_dates:
-    raise ValueError(
+    raise errors.UserError(
         f'num_examples must be <= {num_split_dates} for split {split!r} '
         f'(each of its dates appears at most once), got {num_examples}')
 

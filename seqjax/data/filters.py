@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -128,7 +129,8 @@ def filtered_split(pairs: base.Pairs, tokenizer: tokenizer_lib.Tokenizer, config
       os.replace(path + '.json.tmp', path + '.json')  # written last: marks the cache complete
   _LOG.info(counts.message(split))
   if not counts.kept:
-    raise ValueError(f'Every pair of the {split} split was filtered out: {counts.message(split)} '
-                     'Check data.max_source_length, data.max_target_length, '
-                     'data.max_length_ratio.')
+    raise errors.UserError(
+        f'Every pair of the {split} split was filtered out: {counts.message(split)} '
+        'Check data.max_source_length, data.max_target_length, '
+        'data.max_length_ratio.')
   return kept, counts

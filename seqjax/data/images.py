@@ -23,6 +23,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tfds_text
 
@@ -104,8 +105,8 @@ class MnistConfig(TfdsImageConfig):
 
 def _augmentation(config: TfdsImageConfig) -> Optional[Augment]:
   if config.augment not in AUGMENTATIONS:
-    raise ValueError(f'Unknown data.augment {config.augment!r}; known: '
-                     f'{", ".join(AUGMENTATIONS)}.')
+    raise errors.UserError(f'Unknown data.augment {config.augment!r}; known: '
+                           f'{", ".join(AUGMENTATIONS)}.')
   if config.augment == 'none':
     return None
   def crop_flip(record: Record, rng: np.random.Generator) -> Record:
@@ -122,8 +123,8 @@ def load_tfds_images(config: TfdsImageConfig, split: str) -> ImageSplit:
   builder = tfds.builder(config.tfds_name, data_dir=config.data_dir or None)
   classes = builder.info.features['label'].num_classes
   if classes != config.num_classes:
-    raise ValueError(f'data.num_classes={config.num_classes}, but {config.tfds_name} has '
-                     f'{classes} classes.')
+    raise errors.UserError(f'data.num_classes={config.num_classes}, but {config.tfds_name} has '
+                           f'{classes} classes.')
   tfds_split = {'train': config.train_split, 'eval': config.eval_split,
                 'test': config.test_split}[split]
   chunks = list(tfds.as_numpy(tfds.load(config.tfds_name, split=tfds_split, batch_size=4096,
@@ -201,13 +202,15 @@ class ShapesSplit(base.GeneratedSplit):
   def __init__(self, config: ShapesConfig, split: str):
     super().__init__(config, split, SPLITS)
     if not 2 <= config.num_classes <= len(SHAPES):
-      raise ValueError(f'data.num_classes={config.num_classes}; the shapes task has 2 to '
-                       f'{len(SHAPES)} classes ({", ".join(SHAPES)}).')
+      raise errors.UserError(f'data.num_classes={config.num_classes}; the shapes task has 2 to '
+                             f'{len(SHAPES)} classes ({", ".join(SHAPES)}).')
     if not 1 <= config.min_size <= config.max_size < config.image_size / 2:
-      raise ValueError(f'Shape half-widths [{config.min_size}, {config.max_size}] must satisfy '
-                       f'1 <= min_size <= max_size < image_size / 2 = {config.image_size / 2}.')
+      raise errors.UserError(
+          f'Shape half-widths [{config.min_size}, {config.max_size}] must satisfy '
+          f'1 <= min_size <= max_size < image_size / 2 = {config.image_size / 2}.')
     if config.colours not in COLOURS:
-      raise ValueError(f'Unknown data.colours {config.colours!r}; known: {", ".join(COLOURS)}.')
+      raise errors.UserError(
+          f'Unknown data.colours {config.colours!r}; known: {", ".join(COLOURS)}.')
 
   def example(self, index: int) -> dict[str, np.ndarray]:
     image, label = make_shape_image(self._config, self._split, index)

@@ -22,6 +22,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -72,11 +73,12 @@ def packed_train_iterator(pairs: Sequence, tokenizer: tokenizer_lib.Tokenizer,
   the (already filtered) pairs into rows // process_count rows per step.
   """
   if rows % process_count:
-    raise ValueError(f'batch_size={rows} packed rows do not divide over {process_count} '
-                     'processes.')
+    raise errors.UserError(f'batch_size={rows} packed rows do not divide over {process_count} '
+                           'processes.')
   if len(pairs) < process_count:
-    raise ValueError(f'The training split has {len(pairs)} pairs: too few for {process_count} '
-                     'processes.')
+    raise errors.UserError(
+        f'The training split has {len(pairs)} pairs: too few for {process_count} '
+        'processes.')
   examples = (grain.MapDataset.source(pairs)[process_index::process_count]
               .shuffle(seed=seed)
               .repeat()

@@ -11,6 +11,7 @@ is an error naming the file and line.
 
 import dataclasses
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import translation
 
@@ -25,13 +26,22 @@ class ParallelTextConfig(translation.TranslationConfig):
   test_path: str = ''  # '' = eval_path
 
 
-def read_tsv(path: str) -> list[tuple[str, str]]:
-  """The (source, target) pairs of a TSV file, in order; bad lines raise, with file:line."""
+class FilePairs(list):
+  """The pairs of one file, in line order; `path` names the file in errors about a line."""
+
+  def __init__(self, pairs, path: str):
+    super().__init__(pairs)
+    self.path = path
+
+
+def read_tsv(path: str) -> FilePairs:
+  """The (source, target) pairs of a TSV file, in order (pair i is line i + 1); bad lines raise,
+  with file:line."""
   try:
     with open(path, 'rb') as f:
       raw_lines = f.read().split(b'\n')
   except FileNotFoundError:
-    raise FileNotFoundError(f'No parallel text file {path!r}.') from None
+    raise errors.UserError(f'No parallel text file {path!r}.') from None
   if raw_lines and not raw_lines[-1]:
     raw_lines.pop()  # the newline that ends the last line
   pairs, bad = [], []
@@ -48,9 +58,10 @@ def read_tsv(path: str) -> list[tuple[str, str]]:
     pairs.append((fields[0], fields[1]))
   if bad:
     more = f' (and {len(bad) - _MAX_REPORTED} more)' if len(bad) > _MAX_REPORTED else ''
-    raise ValueError(f'{len(bad)} bad line(s) in {path}; each line must be source<TAB>target: '
-                     + '; '.join(bad[:_MAX_REPORTED]) + more)
-  return pairs
+    raise errors.UserError(
+        f'{len(bad)} bad line(s) in {path}; each line must be source<TAB>target: '
+        + '; '.join(bad[:_MAX_REPORTED]) + more)
+  return FilePairs(pairs, path)
 
 
 def load_split(config: ParallelTextConfig, split: str) -> base.Pairs:
@@ -59,6 +70,6 @@ def load_split(config: ParallelTextConfig, split: str) -> base.Pairs:
            'test': config.test_path or config.eval_path}
   if not paths[split]:
     key = 'train_path' if split == 'train' else 'eval_path'
-    raise ValueError(f'data.{key} is empty: parallel_text needs a TSV file for the {split} '
-                     'split.')
+    raise errors.UserError(f'data.{key} is empty: parallel_text needs a TSV file for the {split} '
+                           'split.')
   return read_tsv(paths[split])

@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from seqjax import errors
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -23,8 +25,8 @@ class Tokenizer:
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
     self.model_proto = model_proto
     if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (PAD_ID, EOS_ID, UNK_ID):
-      raise ValueError('SentencePiece model must use pad=0, eos=1, unk=2; got '
-                       f'{self._sp.pad_id()}, {self._sp.eos_id()}, {self._sp.unk_id()}.')
+      raise errors.UserError('SentencePiece model must use pad=0, eos=1, unk=2; got '
+                             f'{self._sp.pad_id()}, {self._sp.eos_id()}, {self._sp.unk_id()}.')
 
   @classmethod
   def load(cls, path: str) -> 'Tokenizer':
@@ -53,7 +55,7 @@ class Tokenizer:
 def train(texts: Iterable[str], vocab_size: int, model_type: str) -> Tokenizer:
   """Trains a SentencePiece model in memory from `texts`."""
   if model_type not in MODEL_TYPES:
-    raise ValueError(f'Unknown tokenizer {model_type!r}; known: {", ".join(MODEL_TYPES)}.')
+    raise errors.UserError(f'Unknown tokenizer {model_type!r}; known: {", ".join(MODEL_TYPES)}.')
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,

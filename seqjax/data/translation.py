@@ -15,6 +15,7 @@ training split is cleaned by data/filters.py, and `data.pack` turns on packed ba
 import dataclasses
 from typing import Sequence
 
+from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tfds_text
 
@@ -73,8 +74,8 @@ def _text(value) -> str:
 def load_wmt14(config: Wmt14Config, split: str) -> TranslationPairs:
   """(English, German) pairs of 'train', 'eval' (newstest2013) or 'test' (newstest2014)."""
   if config.train_data not in TRAIN_DATA:
-    raise ValueError(f'Unknown data.train_data={config.train_data!r}; known: '
-                     f'{", ".join(TRAIN_DATA)}.')
+    raise errors.UserError(f'Unknown data.train_data={config.train_data!r}; known: '
+                           f'{", ".join(TRAIN_DATA)}.')
   tfds = tfds_text._tfds()  # pylint: disable=protected-access
   name = TRAIN_DATA[config.train_data] if split == 'train' else config.tfds_name
   source = tfds.data_source(name, split=_WMT14_SPLITS[split], data_dir=config.data_dir or None)

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
+
 Array = jax.Array
 Carry = Any  # h [b, d], or (h, c) [b, d] each for the LSTM.
 Params = dict[str, Array]
@@ -185,7 +187,8 @@ class SimpleRNNCell(Cell):
 
   def update_fn(self) -> Callable:
     if self.activation not in ACTIVATIONS:
-      raise ValueError(f'activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}')
+      raise errors.UserError(
+          f'activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}')
     return functools.partial(simple_rnn_update, activation=self.activation)
 
 

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import errors
+
 Array = jax.Array
 
 _LEVELS = 1 << 16  # uniforms per element are integers in [0, 2^16)
@@ -48,7 +50,7 @@ class Dropout(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool) -> Array:
     if not 0.0 <= self.rate <= 1.0:
-      raise ValueError(f'dropout rate {self.rate!r} is not in [0, 1]')
+      raise errors.UserError(f'dropout rate {self.rate!r} is not in [0, 1]')
     dropped = round(self.rate * _LEVELS)
     if deterministic or dropped == 0:
       return x

@@ -38,7 +38,7 @@ def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_0
       PE(pos, 2i+1) = cos(pos / max_timescale^(2i / features))
   """
   if features % 2:
-    raise ValueError(f'Sinusoidal positions need an even number of features; got {features}.')
+    raise errors.UserError(f'Sinusoidal positions need an even number of features; got {features}.')
   positions = np.arange(length, dtype=np.float64)[:, None]  # [length, 1]
   even = np.arange(0, features, 2, dtype=np.float64)  # the 2i of the formula, [features / 2]
   angles = positions / max_timescale ** (even / features)  # [length, features / 2]

@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 # The cells live in cells.py; their public names are this module's too (the documented API).
 from seqjax.layers.cells import (ACTIVATIONS, Array, Carry, Cell, GRUCell, LSTMCell,  # noqa: F401
@@ -274,8 +275,8 @@ def cudnn_lstm(params: Params, x: Array, lengths: Array | None, carry: Carry,
                reverse: bool = False) -> tuple[Array, Carry]:
   """The LSTM of `rnn` through cuDNN (`jax.experimental.rnn.lstm`); CUDA GPUs only."""
   if jax.default_backend() != 'gpu':
-    raise ValueError("implementation='cudnn' needs a CUDA GPU, but JAX's backend is "
-                     f"{jax.default_backend()!r}; use implementation='fused' (or 'scan').")
+    raise errors.UserError("implementation='cudnn' needs a CUDA GPU, but JAX's backend is "
+                           f"{jax.default_backend()!r}; use implementation='fused' (or 'scan').")
   from jax.experimental import rnn as jax_rnn  # pylint: disable=g-import-not-at-top
   batch, steps, in_features = x.shape
   features = params['kernel_h'].shape[0]
@@ -321,15 +322,15 @@ class RNN(nn.Module):
   def __call__(self, x: Array, lengths: Array | None = None,
                initial_carry: Carry | None = None) -> tuple[Array, Carry]:
     if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(f'implementation must be one of {IMPLEMENTATIONS}, '
-                       f'got {self.implementation!r}')
+      raise errors.UserError(f'implementation must be one of {IMPLEMENTATIONS}, '
+                             f'got {self.implementation!r}')
     params = self.cell.weights(x.shape[-1])
     dtype = jnp.promote_types(x.dtype, params['kernel_h'].dtype)  # what the cell computes in
     carry = self.cell.initial_carry(x.shape[0], dtype) if initial_carry is None else initial_carry
     if self.implementation == 'cudnn':
       if not isinstance(self.cell, LSTMCell):
-        raise ValueError("implementation='cudnn' supports only LSTMCell, "
-                         f'got {type(self.cell).__name__}')
+        raise errors.UserError("implementation='cudnn' supports only LSTMCell, "
+                               f'got {type(self.cell).__name__}')
       return cudnn_lstm(params, x, lengths, carry, reverse=self.reverse)
     return rnn(params, x, lengths, carry, recurrence=self.cell.recurrence_fn(),
                update=self.cell.update_fn(), additive=self.cell.additive_gates,
@@ -353,7 +354,7 @@ class Bidirectional(nn.Module):
   def __call__(self, x: Array, lengths: Array | None = None,
                initial_carry: tuple[Carry, Carry] | None = None) -> tuple[Array, Carry]:
     if self.merge not in MERGES:
-      raise ValueError(f'merge must be one of {MERGES}, got {self.merge!r}')
+      raise errors.UserError(f'merge must be one of {MERGES}, got {self.merge!r}')
     if self.forward_rnn.reverse or not self.backward_rnn.reverse:
       raise ValueError('Bidirectional needs forward_rnn with reverse=False and backward_rnn '
                        'with reverse=True')

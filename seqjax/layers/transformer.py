@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention as attention_lib
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 
 Array = jax.Array
@@ -65,8 +66,8 @@ class MultiHeadAttention(nn.Module):
   def setup(self):
     num_kv_heads = self.num_kv_heads or self.num_heads
     if self.embed_dim % self.num_heads or self.num_heads % num_kv_heads:
-      raise ValueError(f'Model dim {self.embed_dim} is not divisible by num_heads='
-                       f'{self.num_heads}, or that by num_kv_heads={num_kv_heads}.')
+      raise errors.UserError(f'Model dim {self.embed_dim} is not divisible by num_heads='
+                             f'{self.num_heads}, or that by num_kv_heads={num_kv_heads}.')
     head_dim = self.embed_dim // self.num_heads
     project_in = functools.partial(
         nn.DenseGeneral, dtype=self.dtype,
@@ -144,7 +145,8 @@ class FeedForward(nn.Module):
   def __call__(self, x: Array) -> Array:
     """x [b, t, e] -> [b, t, e], through [b, t, f]."""
     if self.activation not in ACTIVATIONS:
-      raise ValueError(f'Unknown activation {self.activation!r}; known: {", ".join(ACTIVATIONS)}.')
+      raise errors.UserError(
+          f'Unknown activation {self.activation!r}; known: {", ".join(ACTIVATIONS)}.')
     activation = ACTIVATIONS[self.activation]
     features = x.shape[-1]
     hidden = nn.Dense(
@@ -330,7 +332,7 @@ def remat(block_class: type[nn.Module], policy: str, deterministic_argnum: int) 
   counting `self` as 0.
   """
   if policy not in REMAT_POLICIES:
-    raise ValueError(f'Unknown remat policy {policy!r}; known: {", ".join(REMAT_POLICIES)}.')
+    raise errors.UserError(f'Unknown remat policy {policy!r}; known: {", ".join(REMAT_POLICIES)}.')
   if policy == 'none':
     return block_class
   return nn.remat(block_class, policy=REMAT_POLICIES[policy],

@@ -2,6 +2,7 @@
 
 import flax.linen as nn
 
+from seqjax import errors
 from seqjax.models import decoder_only
 from seqjax.models import encoder_only
 from seqjax.models import rnn
@@ -29,4 +30,5 @@ def get(name: str) -> type[nn.Module]:
   try:
     return MODELS[name]
   except KeyError:
-    raise ValueError(f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}.') from None
+    raise errors.UserError(
+        f'Unknown model {name!r}; known models: {", ".join(sorted(MODELS))}.') from None

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
 from seqjax.layers import transformer as blocks
@@ -62,8 +63,8 @@ class PositionalEmbed(nn.Module):
       x = jnp.concatenate([prefix, x], axis=1)  # [b, 1 + t, e]
     length = x.shape[1]
     if length > self.max_length:
-      raise ValueError(f'Sequence length {length} is over the model maximum '
-                       f'max_length={self.max_length}.')
+      raise errors.UserError(f'Sequence length {length} is over the model maximum '
+                             f'max_length={self.max_length}.')
     if self.kind == 'sinusoidal':
       x = x + jnp.asarray(embed.sinusoidal_positions(length, self.features), self.dtype)[None]
     elif self.kind == 'learned':

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import transformer as blocks
 from seqjax.models import decoder_only
@@ -92,7 +93,7 @@ class TransformerClassifier(nn.Module):
   def __call__(self, inputs: Array, *, deterministic: bool = True) -> Array:
     """inputs [b, s] token ids (0 = padding) -> class logits [b, c] (float32)."""
     if self.pooling not in POOLINGS:
-      raise ValueError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
+      raise errors.UserError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
     with_cls = self.pooling == 'cls'
     cls = None
     valid = inputs > 0  # [b, s]

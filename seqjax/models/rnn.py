@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import recurrent
 
@@ -20,7 +21,7 @@ def make_cell(name: str, features: int) -> recurrent.SimpleRNNCell:
   try:
     return CELLS[name](features)
   except KeyError:
-    raise ValueError(f'Unknown cell {name!r}; known: {", ".join(sorted(CELLS))}.') from None
+    raise errors.UserError(f'Unknown cell {name!r}; known: {", ".join(sorted(CELLS))}.') from None
 
 
 def _stack(cell: str, hidden_dim: int, num_layers: int, bidirectional: bool, dropout_rate: float,
@@ -82,7 +83,7 @@ class SequenceClassifier(nn.Module):
   def __call__(self, inputs: Array, *, deterministic: bool = True) -> Array:
     """inputs [b, t] ids or [b, t, f] floats -> logits [b, c] (or predictions [b] if c = 1)."""
     if self.pooling not in POOLINGS:
-      raise ValueError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
+      raise errors.UserError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
     if jnp.issubdtype(inputs.dtype, jnp.integer):
       lengths = jnp.sum(inputs > 0, axis=-1)  # [b]
       x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)(inputs)  # [b, t, e]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention as attention_lib
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import recurrent
 from seqjax.models import rnn
@@ -104,10 +105,12 @@ class Seq2Seq(nn.Module):
 
   def setup(self):
     if self.attention not in ATTENTIONS:
-      raise ValueError(f'Unknown attention {self.attention!r}; known: {", ".join(ATTENTIONS)}.')
+      raise errors.UserError(
+          f'Unknown attention {self.attention!r}; known: {", ".join(ATTENTIONS)}.')
     if self.attention == 'luong_dot' and self.bidirectional_encoder:
-      raise ValueError("attention='luong_dot' compares the decoder state with annotations of the "
-                       'same size: set bidirectional_encoder=False (as in Luong et al. 2015).')
+      raise errors.UserError(
+          "attention='luong_dot' compares the decoder state with annotations of the "
+          'same size: set bidirectional_encoder=False (as in Luong et al. 2015).')
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype)
     self.encoder = recurrent.stacked_rnn(lambda: rnn.make_cell(self.cell, self.hidden_dim), 1,
                                          bidirectional=self.bidirectional_encoder)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import attention
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
 from seqjax.layers import transformer as blocks
@@ -140,8 +141,8 @@ class Transformer(nn.Module):
     """
     length = ids.shape[1]
     if length > self.max_length:
-      raise ValueError(f'Sequence length {length} is over the model maximum '
-                       f'max_length={self.max_length}.')
+      raise errors.UserError(f'Sequence length {length} is over the model maximum '
+                             f'max_length={self.max_length}.')
     x = self.embed(ids)  # [b, t, e]
     table = self._position_table(length)  # [t, e] or None
     if table is not None:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
 from seqjax.models import encoder_only
@@ -49,8 +50,8 @@ def patchify(images: Array, patch_size: int) -> Array:
   """
   batch_size, height, width, channels = images.shape
   if height % patch_size or width % patch_size:
-    raise ValueError(f'Image size {height}x{width} is not divisible by the patch size '
-                     f'{patch_size}.')
+    raise errors.UserError(f'Image size {height}x{width} is not divisible by the patch size '
+                           f'{patch_size}.')
   grid_h, grid_w = height // patch_size, width // patch_size
   x = images.reshape(batch_size, grid_h, patch_size, grid_w, patch_size, channels)  # b gh P gw P C
   x = x.transpose(0, 1, 3, 2, 4, 5)  # [b, gh, gw, P, P, C]
@@ -74,7 +75,8 @@ def sinusoidal_2d_positions(grid_h: int, grid_w: int, features: int,
   (the 2-D sine-cosine table of Chen et al. 2021 (MoCo v3), which the paper's appendix D.4 calls
   2-D positional embedding)."""
   if features % 4:
-    raise ValueError(f'2-D sinusoidal positions need a model dim divisible by 4; got {features}.')
+    raise errors.UserError(
+        f'2-D sinusoidal positions need a model dim divisible by 4; got {features}.')
   quarter = features // 4
   frequencies = 1.0 / max_timescale ** (np.arange(quarter, dtype=np.float64) / quarter)  # [e/4]
   rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing='ij')  # [gh, gw] each
@@ -107,7 +109,7 @@ class VisionTransformer(nn.Module):
 
   def _check(self) -> None:
     if self.pooling not in POOLINGS:
-      raise ValueError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
+      raise errors.UserError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
     embed.position_embedding_kind(self.position_embedding, self.attention,
                                   POSITION_EMBEDDINGS)  # raises for an unknown name
 
