@@ -30,9 +30,12 @@ _LOG = logging.getLogger('seqjax')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, configs/NAME.py[:ARG].', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'translate'],
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'translate', 'compile'],
                           'train (resuming from workdir), evaluate or translate with the latest '
-                          'checkpoint.')
+                          'checkpoint, or compile for --topology and report memory and FLOPs.')
+_TOPOLOGY = flags.DEFINE_string('topology', None,
+                                "compile: a TPU slice as JAX names it, e.g. 'v5e:4x4' "
+                                '(seqjax/aot.py lists the known ones).')
 _INPUT = flags.DEFINE_string('input', '-', 'translate: source lines file, - for stdin.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for multi-host runs off TPU VMs.')
@@ -159,6 +162,9 @@ def main(argv: list[str]) -> None:
       if jax.process_index() == 0:
         print('Final test: ' + ' '.join(f'{key.removeprefix("test_")}={value:.2f}'
                                         for key, value in metrics.items()), flush=True)
+    elif _MODE.value == 'compile':
+      from seqjax import aot  # pylint: disable=g-import-not-at-top
+      aot.compile_and_report(config, workdir, _TOPOLOGY.value)
     elif _MODE.value == 'evaluate':
       metrics = inference.evaluate(config, workdir)
       print('Test: ' + ' '.join(f'{k.removeprefix("test_")}={v:.2f}' for k, v in metrics.items()))

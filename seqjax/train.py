@@ -107,10 +107,17 @@ def _build_tokenizer(cfg: config_lib.Config, workdir: str, task: tasks.Task,
                                      is_writer=jax.process_index() == 0)
 
 
-def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -> Experiment:
-  """Validates the config and builds the mesh, tokenizer, model, optimizer and state layout."""
+def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *,
+          devices: Optional[Sequence[jax.Device]] = None,
+          tokenizer: Optional[tokenizer_lib.Tokenizer] = None) -> Experiment:
+  """Validates the config and builds the mesh, tokenizer, model, optimizer and state layout.
+
+  `devices` (default: all) make up the mesh. A given `tokenizer` replaces the configured one, so
+  a text dataset is not read at all (--mode=compile passes a stand-in of the configured size
+  and TPU devices without chips, see seqjax/aot.py).
+  """
   cfg = _as_typed(config)
-  mesh = sharding.make_mesh(cfg.mesh)
+  mesh = sharding.make_mesh(cfg.mesh, devices)
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
   for name, size in (('batch_size', cfg.batch_size), ('eval.batch_size', cfg.eval.batch_size)):
     if size % batch_devices:
@@ -118,8 +125,9 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
           f'{name}={size} does not divide over the {batch_devices} devices of mesh '
           f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
   task = tasks.get(data_lib.get(cfg.data_name).task)
-  train_records = _load_split(cfg.data_name, cfg.data, 'train')
-  tokenizer = _build_tokenizer(cfg, workdir, task, train_records)
+  if tokenizer is None:
+    tokenizer = _build_tokenizer(cfg, workdir, task,
+                                 _load_split(cfg.data_name, cfg.data, 'train'))
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
   if tokenizer is not None:  # every over-long text, now rather than at the first evaluation
     filtered = isinstance(cfg.data, translation.TranslationConfig)  # training drops them
@@ -131,7 +139,8 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
 
   # Shapes for init: an empty text (a first training record may be over the maximum length and
   # wait for the data filters), or the first record of array data.
-  shape_records = [batching.empty_record(task.name)] if tokenizer else train_records[:1]
+  shape_records = ([batching.empty_record(task.name)] if tokenizer
+                   else _load_split(cfg.data_name, cfg.data, 'train')[:1])
   example = next(batching.padded_batches(shape_records, encoder, 1))
   init, abstract, state_sharding = _state_layout(cfg, mesh, model, optimizer, task, example)
   return Experiment(cfg, workdir, mesh, task, tokenizer, encoder, model, optimizer, schedule,

@@ -1,0 +1,299 @@
+"""`--mode=compile --topology=NAME`: a config's memory and speed on a TPU slice, without the slice.
+
+With `libtpu` installed, JAX compiles for a TPU topology on any machine
+(`jax.experimental.topologies`). This module builds the config's real mesh over the topology's
+chips, compiles the trainer's own train step (and eval step and decoder, when the task decodes)
+with the config's shardings, and reads per-chip memory and FLOPs from the compiled programs.
+Nothing reads the dataset or trains a tokenizer: the model is built at the configured
+vocabulary size (padded as the trainer pads it) and the batches have the shapes the trainer's
+iterators give (packed rows with segmentation and positions when `data.pack` is set).
+
+`DIR/compile_report.json` holds the numbers; a step that does not fit in a chip's HBM raises
+UserError naming the chip's HBM and what to change.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from typing import Any, Optional, Sequence
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from seqjax import config as config_lib
+from seqjax import errors
+from seqjax import train
+from seqjax.data import batching
+from seqjax.data import packing
+from seqjax.data import translation
+
+_LOG = logging.getLogger(__name__)
+GIB = 2**30
+REPORT_NAME = 'compile_report.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """One TPU chip kind: HBM capacity (bytes), peak bfloat16 FLOP/s and HBM bandwidth (bytes/s)."""
+  hbm_bytes: int
+  peak_flops: float
+  hbm_bandwidth: float
+
+
+# Per chip, from the Cloud TPU system architecture pages (cloud.google.com/tpu/docs/v4, /v5e,
+# /v5p, /v6e, read 2026-12): v4 275 TFLOP/s bf16, 32 GiB HBM2 at 1,200 GB/s; v5e 197 TFLOP/s,
+# 16 GB HBM2 at 819 GB/s; v5p 459 TFLOP/s, 95 GiB HBM2e at 2,765 GB/s; v6e 918 TFLOP/s, 32 GB
+# HBM at 1,640 GB/s. float32 matmuls also run at the bf16 rate (one bf16 pass at JAX's default
+# precision on TPU), so the bf16 peak bounds every dtype.
+CHIPS = {
+    'v4': Chip(32 * GIB, 275e12, 1200e9),
+    'v5e': Chip(16 * GIB, 197e12, 819e9),
+    'v5p': Chip(95 * GIB, 459e12, 2765e9),
+    'v6e': Chip(32 * GIB, 918e12, 1640e9),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+  """A slice as Cloud TPU sells it: JAX's topology name, the accelerator type, and how its chips
+  sit on hosts (what `jax.process_count()` will be on it)."""
+  name: str  # as JAX spells it, e.g. 'v5e:4x4'
+  accelerator_type: str  # as `gcloud compute tpus tpu-vm create --accelerator-type` spells it
+  chips_per_host: tuple[int, int, int]
+
+  @property
+  def chip(self) -> Chip:
+    return CHIPS[self.name.split(':')[0]]
+
+
+def _topologies() -> dict[str, Topology]:
+  """The slices this mode knows. Hosts: 4 chips (2x2x1) on v4 and v5p hosts and on v5e / v6e
+  slices of more than 8 chips; v5e and v6e slices of up to 8 chips are one host
+  (cloud.google.com/tpu/docs/v5e, /v6e, "Configurations")."""
+  known = {}
+  for version, shapes in (('v4', ('2x2x1', '2x2x2', '2x2x4', '2x4x4', '4x4x4')),
+                          ('v5p', ('2x2x1', '2x2x2', '2x2x4', '2x4x4', '4x4x4'))):
+    for shape in shapes:
+      chips = np.prod([int(n) for n in shape.split('x')])
+      # v4 and v5p accelerator types count TensorCores, two per chip.
+      known[f'{version}:{shape}'] = Topology(f'{version}:{shape}', f'{version}-{2 * chips}',
+                                             (2, 2, 1))
+  for version, prefix in (('v5e', 'v5litepod'), ('v6e', 'v6e')):
+    for shape in ('2x2', '2x4', '4x4', '4x8', '8x8'):
+      x, y = (int(n) for n in shape.split('x'))
+      per_host = (x, y, 1) if x * y <= 8 else (2, 2, 1)
+      known[f'{version}:{shape}'] = Topology(f'{version}:{shape}', f'{prefix}-{x * y}', per_host)
+  return known
+
+
+TOPOLOGIES = _topologies()
+
+
+def get_topology(name: str) -> Topology:
+  """The known slice `name`; UserError listing the known ones otherwise."""
+  if name not in TOPOLOGIES:
+    given = f'Unknown --topology={name!r}' if name else '--mode=compile needs --topology=NAME'
+    raise errors.UserError(f'{given}; known: {", ".join(TOPOLOGIES)}.')
+  return TOPOLOGIES[name]
+
+
+def topology_devices(topology: Topology) -> list[jax.Device]:
+  """The slice's chips as compile-only JAX devices (one per chip: v4 in megacore mode, as on a
+  v4 TPU VM)."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  kwargs = {'chip_config_name': 'megacore'} if topology.name.startswith('v4') else {}
+  description = topologies.get_topology_desc(
+      platform='tpu', topology_name=topology.name,
+      chips_per_host_bounds=topology.chips_per_host, **kwargs)
+  return list(description.devices)
+
+
+class VocabularyOfSize:
+  """Stands in for the trained tokenizer: the configured vocabulary size, and every text encodes
+  to no ids (end of sequence and padding follow), so batches get their shapes, not contents."""
+
+  def __init__(self, vocab_size: int):
+    self.vocab_size = vocab_size
+
+  def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    return [[] for _ in texts]
+
+
+def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> train.Experiment:
+  """The trainer's Experiment on `devices`, without reading the dataset for a tokenizer."""
+  cfg = config_lib.typed(config)
+  stand_in = None
+  if isinstance(cfg.data, translation.base.TextConfig):
+    stand_in = VocabularyOfSize(cfg.data.vocab_size)
+  return train.build(cfg, workdir='', devices=devices, tokenizer=stand_in)
+
+
+def _shapes(batch: dict[str, np.ndarray], sharding) -> dict[str, jax.ShapeDtypeStruct]:
+  return {key: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
+          for key, value in batch.items()}
+
+
+def train_batch(exp: train.Experiment) -> dict[str, np.ndarray]:
+  """One global training batch as the trainer's iterator makes it (contents do not matter)."""
+  cfg = exp.cfg
+  records = ([batching.empty_record(exp.task.name)] if exp.tokenizer is not None
+             else exp.load_split('train')[:1])
+  if isinstance(cfg.data, translation.TranslationConfig) and cfg.data.pack:
+    # The trainer's packing of examples a row long (an empty text would pack hundreds to a row).
+    lengths = {'inputs': cfg.data.max_source_length, 'targets': cfg.data.max_target_length}
+    full_rows = grain.MapDataset.source([{key: np.ones(length, np.int32)
+                                          for key, length in lengths.items()}])
+    return next(iter(packing.pack(full_rows.repeat().to_iter_dataset(),
+                                  source_length=lengths['inputs'],
+                                  target_length=lengths['targets'], rows=cfg.batch_size,
+                                  seed=cfg.seed)))
+  return next(batching.train_iterator(records, exp.encoder, batch_size=cfg.batch_size,
+                                      seed=cfg.seed))
+
+
+def eval_batch(exp: train.Experiment) -> dict[str, np.ndarray]:
+  """One evaluation batch (eval.batch_size rows, padded as evaluation pads them)."""
+  records = ([batching.empty_record(exp.task.name)] if exp.tokenizer is not None
+             else exp.load_split('eval')[:1])
+  return next(batching.padded_batches(records, exp.encoder, exp.cfg.eval.batch_size))
+
+
+def memory(compiled) -> dict[str, int]:
+  """Per-chip bytes of a compiled program: arguments, outputs, temporaries, and the total live at
+  its peak (outputs that reuse donated argument buffers count once; generated code included)."""
+  stats = compiled.memory_analysis()
+  return {'arguments': stats.argument_size_in_bytes, 'outputs': stats.output_size_in_bytes,
+          'aliased': stats.alias_size_in_bytes, 'temps': stats.temp_size_in_bytes,
+          'code': stats.generated_code_size_in_bytes,
+          'total': (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                    - stats.alias_size_in_bytes + stats.temp_size_in_bytes
+                    + stats.generated_code_size_in_bytes)}
+
+
+def cost(compiled) -> dict[str, float]:
+  """Per-chip FLOPs and HBM bytes accessed of a compiled program (XLA's cost analysis of the
+  partitioned, per-chip module)."""
+  analysis = compiled.cost_analysis()
+  analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+  return {'flops': float(analysis.get('flops', 0.0)),
+          'bytes_accessed': float(analysis.get('bytes accessed', 0.0))}
+
+
+def compile_programs(exp: train.Experiment) -> dict[str, Any]:
+  """The trainer's jitted programs compiled for exp.mesh: {'train': ..., 'eval': ...,
+  'decode': ... (tasks that decode)}."""
+  batch, evaluation = train_batch(exp), eval_batch(exp)
+  programs = {
+      'train': train.make_train_step(exp).lower(
+          exp.abstract_state, _shapes(batch, exp.batch_sharding)),
+      'eval': train.make_eval_step(exp).lower(
+          exp.abstract_state.params, _shapes(evaluation, exp.batch_sharding)),
+  }
+  decode_fn = train.make_decode_fn(exp)
+  if decode_fn is not None:
+    inputs = evaluation['inputs']
+    programs['decode'] = decode_fn.lower(
+        exp.abstract_state.params,
+        jax.ShapeDtypeStruct(inputs.shape, inputs.dtype, sharding=exp.batch_sharding))
+  compiled = {}
+  for name, lowered in programs.items():
+    _LOG.info('Compiling the %s program.', name)
+    compiled[name] = lowered.compile()
+  return compiled
+
+
+def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
+  """Memory, FLOPs and a roofline time of one compiled program.
+
+  The roofline time is the larger of compute time at peak (per-chip FLOPs / peak FLOP/s) and
+  memory time (per-chip HBM bytes accessed / HBM bandwidth); collectives and the host are not in
+  it, so a real step is slower.
+  """
+  bytes_per_chip = memory(compiled)
+  costs = cost(compiled)
+  compute_seconds = costs['flops'] / chip.peak_flops
+  memory_seconds = costs['bytes_accessed'] / chip.hbm_bandwidth
+  return {'bytes_per_chip': bytes_per_chip,
+          'fits': bytes_per_chip['total'] <= chip.hbm_bytes,
+          'flops_per_chip': costs['flops'],
+          'flops_per_step': costs['flops'] * num_chips,
+          'hbm_bytes_accessed_per_chip': costs['bytes_accessed'],
+          'roofline_seconds': max(compute_seconds, memory_seconds),
+          'bound': 'compute' if compute_seconds >= memory_seconds else 'memory'}
+
+
+def report(exp: train.Experiment, topology: Topology, devices: Sequence[jax.Device],
+           compiled: dict[str, Any]) -> dict[str, Any]:
+  """The compile report: the slice, and the train step's numbers at the top level, with every
+  program's own under 'programs'. FLOPs per step count every chip of the mesh."""
+  programs = {name: program_report(program, topology.chip, exp.mesh.size)
+              for name, program in compiled.items()}
+  step = programs['train']
+  return {
+      'topology': topology.name,
+      'accelerator_type': topology.accelerator_type,
+      'device_kind': devices[0].device_kind,
+      'num_chips': len(devices),
+      'num_hosts': len({device.process_index for device in devices}),
+      'mesh': dict(exp.mesh.shape),
+      'hbm_bytes_per_chip': topology.chip.hbm_bytes,
+      'peak_flops_per_chip': topology.chip.peak_flops,
+      'hbm_bandwidth_per_chip': topology.chip.hbm_bandwidth,
+      'bytes_per_chip': step['bytes_per_chip'],
+      'fits': all(program['fits'] for program in programs.values()),
+      'flops_per_step': step['flops_per_step'],
+      'roofline_seconds_per_step': step['roofline_seconds'],
+      'programs': programs,
+  }
+
+
+def _advice(exp: train.Experiment) -> str:
+  """What to change when a program does not fit, for this config."""
+  cfg = exp.cfg
+  changes = [f'a smaller batch_size (now {cfg.batch_size}; with optimizer.accumulation_steps '
+             'for the same tokens per update)']
+  if 'remat' in cfg.model and cfg.model['remat'] != 'full':
+    changes.append('--config.model.remat=full')
+  if exp.mesh.shape['fsdp'] < exp.mesh.size:
+    changes.append('FSDP (--config.mesh.data=1 --config.mesh.fsdp=-1) to shard parameters and '
+                   'optimizer state')
+  return ', '.join(changes)
+
+
+def _gib(num_bytes: float) -> str:
+  return f'{num_bytes / GIB:.2f} GiB' if num_bytes >= GIB / 10 else f'{num_bytes / 2**20:.1f} MiB'
+
+
+def compile_and_report(config: ml_collections.ConfigDict, workdir: str,
+                       topology_name: str) -> dict[str, Any]:
+  """--mode=compile: compiles the config's programs for the slice, prints and writes
+  workdir/compile_report.json; UserError when a program does not fit in a chip's HBM."""
+  topology = get_topology(topology_name)  # before anything is built or compiled
+  devices = topology_devices(topology)
+  exp = build(config, devices)
+  result = report(exp, topology, devices, compile_programs(exp))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, REPORT_NAME), 'w', encoding='utf-8') as f:
+    json.dump(result, f, indent=2)
+  print(f'{topology.name} ({topology.accelerator_type}, {result["device_kind"]}): '
+        f'{result["num_chips"]} chips on {result["num_hosts"]} hosts, mesh {result["mesh"]}, '
+        f'{_gib(topology.chip.hbm_bytes)} HBM per chip')
+  for name, program in result['programs'].items():
+    sizes = program['bytes_per_chip']
+    print(f'  {name:6s} per chip: arguments {_gib(sizes["arguments"])}, outputs '
+          f'{_gib(sizes["outputs"])}, temporaries {_gib(sizes["temps"])}, total '
+          f'{_gib(sizes["total"])} ({"fits" if program["fits"] else "DOES NOT FIT"}); '
+          f'{program["flops_per_step"]:.3g} FLOPs, roofline {program["roofline_seconds"] * 1e3:.1f}'
+          f' ms ({program["bound"]}-bound)')
+  print(f'Report written to {os.path.join(workdir, REPORT_NAME)}', flush=True)
+  too_big = [name for name, program in result['programs'].items() if not program['fits']]
+  if too_big:
+    worst = max(result['programs'][name]['bytes_per_chip']['total'] for name in too_big)
+    raise errors.UserError(
+        f'The {" and ".join(too_big)} program(s) need {_gib(worst)} per chip on {topology.name}, '
+        f'more than its {_gib(topology.chip.hbm_bytes)} of HBM per chip: try {_advice(exp)}.')
+  return result
