@@ -188,11 +188,14 @@ def create_state(exp: Experiment) -> TrainState:
 
 def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
   """The task's mean loss (label-smoothed when training) and its metric sums, over the global
-  batch; dropout is on when an rng is given."""
+  batch; dropout is on when an rng is given. The vocabulary's padding ids take no part."""
   training = rng is not None
   outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
                            rngs={'dropout': rng} if training else None)
-  sums = exp.task.sums(outputs, batch, exp.cfg.label_smoothing if training else 0.0)
+  settings = tasks.LossSettings(
+      label_smoothing=exp.cfg.label_smoothing if training else 0.0,
+      num_real_classes=exp.tokenizer.vocab_size if exp.tokenizer else None)
+  sums = exp.task.sums(outputs, batch, settings)
   return tasks.mean_loss(sums), sums
 
 

@@ -4,6 +4,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from seqjax import config as config_lib
@@ -85,3 +86,43 @@ def test_unknown_names_and_keys_are_refused():
   with pytest.raises(ValueError,
                      match="Unknown rng_impl 'rgb'; known: threefry2x32, rbg, unsafe_rbg"):
     config_lib.typed(_config(rng_impl='rgb'))
+
+
+def test_eval_loss_and_training_loss_leave_out_the_padded_vocabulary(tmp_path, rng):
+  """The trainer's losses equal a NumPy computation over the tokenizer's ids only, on logits of
+  the model (whose vocabulary is padded to a multiple of 128) with the padding ids' logits set
+  large: were they in the normaliser or the smoothed target, the values would change."""
+  exp = train.build(_config(**{'mesh.data': 1, 'model.dropout_rate': 0.0}), str(tmp_path))
+  num_real, vocab = exp.tokenizer.vocab_size, exp.model.vocab_size
+  assert num_real < vocab and exp.cfg.label_smoothing == 0.1
+  params = train.create_state(exp).params
+  table = params['embed']['table']['embedding']  # [v, e]
+  large = 10 * rng.normal(size=(vocab - num_real, table.shape[1]))  # rows of the padding ids
+  params['embed']['table']['embedding'] = table.at[num_real:].set(large)
+  targets = rng.integers(3, num_real, (8, 9)).astype(np.int32)
+  targets[1, 5:] = 0
+  batch = {'inputs': rng.integers(3, num_real, (8, 7)).astype(np.int32), 'targets': targets}
+  logits = np.asarray(exp.model.apply({'params': params}, batch['inputs'], targets))
+  assert (logits[..., num_real:].max(-1) > logits[..., :num_real].max(-1) + 5).all()
+  weights = (targets > 0).astype(np.float32)
+  global_batch = train.to_global(exp, batch)
+  eval_sums = train.make_eval_step(exp)(params, global_batch)
+  np.testing.assert_allclose(float(eval_sums['loss'][0]),
+                             _numpy_loss(logits, targets, weights, 0.0, num_real), rtol=1e-5)
+  loss, _ = jax.jit(lambda p, b: train._loss_and_metrics(  # pylint: disable=protected-access
+      exp, p, b, jax.random.key(0)))(params, global_batch)  # training: label-smoothed
+  np.testing.assert_allclose(float(loss) * weights.sum(),
+                             _numpy_loss(logits, targets, weights, 0.1, num_real), rtol=1e-5)
+  predicted = logits[..., :num_real].argmax(-1)
+  assert float(eval_sums['token_accuracy'][0]) == np.sum((predicted == targets) * weights)
+
+
+def _numpy_loss(logits, targets, weights, smoothing, num_real):
+  total = 0.0
+  for index in np.ndindex(targets.shape):
+    row = logits[index][:num_real].astype(np.float64)
+    log_probs = row - row.max() - np.log(np.exp(row - row.max()).sum())
+    q = np.full(num_real, smoothing / (num_real - 1))
+    q[targets[index]] = 1 - smoothing
+    total += weights[index] * -(q * log_probs).sum()
+  return total
