@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -126,3 +127,31 @@ def _numpy_loss(logits, targets, weights, smoothing, num_real):
     q[targets[index]] = 1 - smoothing
     total += weights[index] * -(q * log_probs).sum()
   return total
+
+
+def _vocabulary_products(exp, batch_shapes) -> list[tuple[list[str], str]]:
+  """(operand element types, result element type) of every dot_general in the lowered train step
+  with the vocabulary size among its dimensions: the tied output projection's products."""
+  batch = {key: jax.ShapeDtypeStruct(shape, np.int32, sharding=exp.batch_sharding)
+           for key, shape in batch_shapes.items()}
+  text = train.make_train_step(exp).lower(exp.abstract_state, batch).as_text()
+  vocab = exp.model.vocab_size
+  products = []
+  for line in text.splitlines():
+    if 'stablehlo.dot_general' not in line:
+      continue
+    types = re.findall(r'tensor<([0-9x]+)x([a-z0-9]+)>', line.rsplit(':', 1)[1])
+    if any(vocab in map(int, dims.split('x')) for dims, _ in types):
+      products.append(([element for _, element in types[:-1]], types[-1][1]))
+  return products
+
+
+def test_bfloat16_output_projection_multiplies_bfloat16_in_forward_and_backward(tmp_path):
+  """Under dtype=bfloat16 the projection's three products (logits, d hidden, d table) take
+  bfloat16 operands, accumulating into float32: none runs as a float32 product."""
+  exp = train.build(_config(**{'mesh.data': 1, 'dtype': 'bfloat16'}), str(tmp_path))
+  assert exp.model.vocab_size not in (exp.model.embed_dim, exp.model.mlp_dim, 16, 7, 9)
+  products = _vocabulary_products(exp, {'inputs': (16, 7), 'targets': (16, 9)})
+  assert len(products) == 3, products
+  for operands, result in products:
+    assert operands == ['bf16', 'bf16'] and result == 'f32', products

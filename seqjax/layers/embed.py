@@ -47,11 +47,37 @@ class Embed(nn.Module):
     return self.table(ids) * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: Array) -> Array:
-    """x [b, t, e] -> logits [b, t, v] in float32.
-
-    Under mixed precision the product runs in the computation dtype but accumulates and returns
-    float32, so the softmax over the vocabulary never sees bfloat16 logits.
-    """
+    """x [b, t, e] -> logits [b, t, v] in float32, by `tied_logits` in the computation dtype."""
     table = jnp.asarray(self.table.embedding, self.dtype)  # [v, e]
-    return jnp.einsum('...e,ve->...v', x.astype(self.dtype), table,
-                      preferred_element_type=jnp.float32)
+    return tied_logits(x.astype(self.dtype), table)
+
+
+@jax.custom_vjp
+def tied_logits(x: Array, table: Array) -> Array:
+  """x [..., e] @ table [v, e]^T -> logits [..., v] float32; operands in the computation dtype.
+
+  Under mixed precision the product takes bfloat16 operands and accumulates and returns float32,
+  so the softmax over the vocabulary never sees bfloat16 logits. Differentiated as written, the
+  float32 logits' gradient would make both backward products float32 ones (half the bfloat16
+  rate on GPUs and TPUs, for the largest products of the step); here it is cast to the operands'
+  dtype first, so all three products take bfloat16 operands, each accumulating in float32 (the
+  default of MaxText: bfloat16 products, float32 loss statistics).
+  """
+  return jnp.einsum('...e,ve->...v', x, table, preferred_element_type=jnp.float32)
+
+
+def _tied_logits_forward(x: Array, table: Array) -> tuple[Array, tuple[Array, Array]]:
+  return tied_logits(x, table), (x, table)
+
+
+def _tied_logits_backward(residuals: tuple[Array, Array],
+                          d_logits: Array) -> tuple[Array, Array]:
+  """d_logits [..., v] float32 -> (d_x [..., e], d_table [v, e]) in the operands' dtypes."""
+  x, table = residuals
+  d_logits = d_logits.astype(x.dtype)  # the products' operand dtype, as in the forward
+  d_x = jnp.einsum('...v,ve->...e', d_logits, table, preferred_element_type=jnp.float32)
+  d_table = jnp.einsum('...v,...e->ve', d_logits, x, preferred_element_type=jnp.float32)
+  return d_x.astype(x.dtype), d_table.astype(table.dtype)
+
+
+tied_logits.defvjp(_tied_logits_forward, _tied_logits_backward)
