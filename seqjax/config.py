@@ -17,6 +17,7 @@ from typing import Any
 import ml_collections
 
 from seqjax import data as data_lib
+from seqjax import errors
 from seqjax import models
 
 
@@ -84,6 +85,10 @@ class Config:
   # draws half those bits), but platform-dependent.
   rng_impl: str = 'threefry2x32'
   label_smoothing: float = 0.1
+  # Target positions per chunk of the output projection and loss (seqjax.losses.
+  # chunked_cross_entropy): the [b, t, v] float32 logits are never held whole, only
+  # [b, chunk, v]. 0: the logits whole. Models in models.CHUNKED_LOSS_MODELS only.
+  loss_chunk_size: int = 0
   # Logical axis name -> mesh axis (or None). Parameters and activations are annotated with the
   # logical names; this table alone decides how they are laid out on the mesh.
   logical_axis_rules: tuple[tuple[str, Any], ...] = (
@@ -152,12 +157,24 @@ def typed(config: ml_collections.ConfigDict) -> Config:
       for name, axes in raw['logical_axis_rules'])
   if raw['rng_impl'] not in RNG_IMPLS:
     raise ValueError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
+  _check_loss_chunk_size(raw['loss_chunk_size'], model_name)
   if raw['eval'].num_average_checkpoints > raw['keep_checkpoints']:
     raise ValueError(f'eval.num_average_checkpoints={raw["eval"].num_average_checkpoints} is '
                      f'more than keep_checkpoints={raw["keep_checkpoints"]}: keep at least as '
                      'many checkpoints as are averaged.')
   return Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
                 data=data_config_cls(**data_args))
+
+
+def _check_loss_chunk_size(chunk_size: int, model_name: str) -> None:
+  if chunk_size < 0:
+    raise errors.UserError(f'loss_chunk_size={chunk_size} is negative; allowed: 0 (the logits '
+                           'whole) or a number of target positions per chunk.')
+  if chunk_size and model_name not in models.CHUNKED_LOSS_MODELS:
+    raise errors.UserError(
+        f'loss_chunk_size={chunk_size} needs a model with a tied output projection '
+        f'({", ".join(sorted(models.CHUNKED_LOSS_MODELS))}); model.name is {model_name!r}: '
+        'set loss_chunk_size=0.')
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:

@@ -11,6 +11,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from seqjax.layers import embed
+
 Array = jax.Array
 
 
@@ -66,3 +68,73 @@ def correct_predictions(logits: Array, targets: Array, weights: Array,
   """Sum of weights [b, t] where the arg-max real class of logits [b, t, v] is the target."""
   predicted = jnp.argmax(real_class_logits(logits, num_real_classes), axis=-1)  # [b, t]
   return jnp.sum((predicted == targets) * weights)
+
+
+def chunked_cross_entropy(projection: embed.Projection, targets: Array, weights: Array,
+                          label_smoothing: float = 0.0, num_real_classes: Optional[int] = None,
+                          chunk_size: int = 64) -> tuple[Array, Array, Array]:
+  """`cross_entropy` and `correct_predictions` of the projection's logits, chunk_size target
+  positions (of every row) at a time: only [b, chunk_size, v] logits exist at once.
+
+  Under differentiation each chunk's gradients (d hidden, d table) are computed in the forward
+  pass, next to its loss, and scaled by the incoming cotangent in the backward pass (the loss is
+  linear in it), so the logits are computed once, not recomputed, and never kept. The table's
+  gradient accumulates over chunks in float32. A scan over the time axis keeps the batch axis,
+  and with it the batch's sharding, whole.
+
+  Args:
+    projection: hidden [b, t, e] and table [v, e].
+    targets, weights, label_smoothing, num_real_classes: as in `cross_entropy`.
+    chunk_size: target positions per chunk; t is padded up to a multiple (with weight 0).
+
+  Returns:
+    (sum of weight * loss, sum of weights, sum of weights of correct arg-max predictions).
+  """
+  batch_size, length, _ = projection.hidden.shape
+  num_chunks = -(-length // chunk_size)
+
+  def to_chunks(x: Array) -> Array:  # [b, t, ...] -> [c, b, k, ...], zeros after t
+    pad = [(0, 0), (0, num_chunks * chunk_size - length)] + [(0, 0)] * (x.ndim - 2)
+    x = jnp.pad(x, pad).reshape(batch_size, num_chunks, chunk_size, *x.shape[2:])
+    return jnp.swapaxes(x, 0, 1)
+
+  def chunk_sums(hidden: Array, table: Array, chunk_targets: Array,
+                 chunk_weights: Array) -> tuple[Array, Array]:
+    """hidden [b, k, e], table [v, e], targets and weights [b, k] -> (loss sum, correct sum)."""
+    logits = embed.tied_logits(hidden, table.astype(hidden.dtype))  # [b, k, v] float32
+    loss, _ = cross_entropy(logits, chunk_targets, chunk_weights, label_smoothing,
+                            num_real_classes)
+    return loss, correct_predictions(logits, chunk_targets, chunk_weights, num_real_classes)
+
+  @jax.custom_vjp
+  def sums(hidden: Array, table: Array, targets: Array, weights: Array) -> tuple[Array, Array]:
+    def step(totals, chunk):
+      loss, correct = chunk_sums(*chunk[:1], table, *chunk[1:])
+      return (totals[0] + loss, totals[1] + correct), None
+    zero = jnp.zeros((), jnp.float32)
+    chunks = (to_chunks(hidden), to_chunks(targets), to_chunks(weights))
+    return jax.lax.scan(step, (zero, zero), chunks)[0]
+
+  def sums_and_gradients(hidden, table, targets, weights):
+    def step(totals, chunk):
+      chunk_hidden, chunk_targets, chunk_weights = chunk
+      loss, chunk_vjp, correct = jax.vjp(
+          lambda h, w: chunk_sums(h, w, chunk_targets, chunk_weights), chunk_hidden, table,
+          has_aux=True)
+      d_hidden, d_table = chunk_vjp(jnp.ones_like(loss))  # [b, k, e], [v, e] float32
+      return (totals[0] + loss, totals[1] + correct, totals[2] + d_table), d_hidden
+    zero = jnp.zeros((), jnp.float32)
+    chunks = (to_chunks(hidden), to_chunks(targets), to_chunks(weights))
+    (loss, correct, d_table), d_hidden = jax.lax.scan(
+        step, (zero, zero, jnp.zeros_like(table)), chunks)  # d_hidden [c, b, k, e]
+    d_hidden = jnp.swapaxes(d_hidden, 0, 1).reshape(batch_size, -1, hidden.shape[-1])[:, :length]
+    return (loss, correct), (d_hidden, d_table)
+
+  def scale_gradients(gradients, cotangents):
+    d_hidden, d_table = gradients
+    d_loss = cotangents[0]  # the correct-prediction count has no gradient
+    return (d_loss * d_hidden).astype(d_hidden.dtype), d_loss * d_table, None, None
+
+  sums.defvjp(sums_and_gradients, scale_gradients)
+  loss_sum, correct = sums(projection.hidden, projection.table, targets, weights)
+  return loss_sum, jnp.sum(weights), correct

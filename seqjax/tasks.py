@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import losses
+from seqjax.layers import embed
 
 Array = jax.Array
 Sums = dict[str, tuple[Array, Array]]
@@ -36,15 +37,25 @@ class LossSettings:
   # Token tasks: the ids that exist (the tokenizer's size); the model's vocabulary is padded past
   # them and the padding ids take no part in the loss or the predictions. None: every id.
   num_real_classes: Optional[int] = None
+  # Token tasks whose model returned embed.Projection (Task.apply with project=False): target
+  # positions per chunk of the logits (losses.chunked_cross_entropy).
+  chunk_size: int = 0
 
 
-def _token_task(outputs: Array, batch, settings: LossSettings) -> Sums:
-  """seq2seq and lm: outputs are logits [b, t, v] for batch['targets'] [b, t]."""
+def _token_task(outputs: Array | embed.Projection, batch, settings: LossSettings) -> Sums:
+  """seq2seq and lm: outputs are logits [b, t, v] for batch['targets'] [b, t], or those logits
+  uncomputed (embed.Projection), which the loss computes settings.chunk_size positions at a time."""
   targets = batch['targets']
   weights = (targets > 0).astype(jnp.float32)  # [b, t]: padding (id 0) does not count
-  loss_sum, weight_sum = losses.cross_entropy(outputs, targets, weights, settings.label_smoothing,
-                                              settings.num_real_classes)
-  correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
+  if isinstance(outputs, embed.Projection):
+    loss_sum, weight_sum, correct = losses.chunked_cross_entropy(
+        outputs, targets, weights, settings.label_smoothing, settings.num_real_classes,
+        settings.chunk_size)
+  else:
+    loss_sum, weight_sum = losses.cross_entropy(outputs, targets, weights,
+                                                settings.label_smoothing,
+                                                settings.num_real_classes)
+    correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
   return {'loss': (loss_sum, weight_sum), 'token_accuracy': (correct, weight_sum)}
 
 
@@ -87,10 +98,14 @@ class Task:
   # and positions, see seqjax/data/packing.py).
   optional_model_args: tuple[str, ...] = ()
 
-  def apply(self, model, variables, batch, *, deterministic: bool, rngs=None) -> Array:
-    """The model's outputs on a batch."""
+  def apply(self, model, variables, batch, *, deterministic: bool, rngs=None,
+            project: bool = True) -> Array | embed.Projection:
+    """The model's outputs on a batch; project=False asks a token model (models.
+    CHUNKED_LOSS_MODELS) for its logits uncomputed, for a chunked loss."""
     args = [batch[key] for key in self.model_args]
     kwargs = {key: batch[key] for key in self.optional_model_args if key in batch}
+    if not project:
+      kwargs['project'] = False
     return model.apply(variables, *args, **kwargs, deterministic=deterministic, rngs=rngs)
 
 

@@ -190,11 +190,13 @@ def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
   """The task's mean loss (label-smoothed when training) and its metric sums, over the global
   batch; dropout is on when an rng is given. The vocabulary's padding ids take no part."""
   training = rng is not None
+  chunk_size = exp.cfg.loss_chunk_size  # > 0 for models.CHUNKED_LOSS_MODELS only (config.py)
   outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
-                           rngs={'dropout': rng} if training else None)
+                           rngs={'dropout': rng} if training else None, project=not chunk_size)
   settings = tasks.LossSettings(
       label_smoothing=exp.cfg.label_smoothing if training else 0.0,
-      num_real_classes=exp.tokenizer.vocab_size if exp.tokenizer else None)
+      num_real_classes=exp.tokenizer.vocab_size if exp.tokenizer else None,
+      chunk_size=chunk_size)
   sums = exp.task.sums(outputs, batch, settings)
   return tasks.mean_loss(sums), sums
 

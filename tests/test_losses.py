@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from seqjax import losses
+from seqjax.layers import embed
 
 
 @pytest.mark.parametrize('smoothing', [0.0, 0.1, 0.3])
@@ -81,3 +82,38 @@ def test_padding_ids_take_no_part_in_loss_gradient_or_predictions(rng, smoothing
   assert not np.asarray(grad)[..., num_real:].any()
   correct = losses.correct_predictions(jnp.asarray(logits), *args, num_real_classes=num_real)
   assert float(correct) == np.sum((real.argmax(-1) == targets) * weights)
+
+
+@pytest.mark.parametrize('chunk_size', [3, 4, 16])
+def test_chunked_loss_and_gradient_equal_the_whole_logits(rng, chunk_size):
+  """Chunks of 3 and 16 positions (t = 10: the last chunk padded), label smoothing and a padded
+  vocabulary: loss, accuracy and the gradients of hidden and table as with the logits whole."""
+  b, t, e, v, num_real, smoothing = 3, 10, 8, 24, 21, 0.1
+  hidden = jnp.asarray(rng.normal(size=(b, t, e)), jnp.float32)
+  table = jnp.asarray(rng.normal(size=(v, e)), jnp.float32)
+  targets = rng.integers(1, num_real, (b, t))
+  best = np.argmax((np.asarray(hidden) @ np.asarray(table).T)[..., :num_real], -1)  # [b, t]
+  targets[:, ::2] = best[:, ::2]  # some predictions right
+  targets = jnp.asarray(targets)
+  weights = jnp.asarray(rng.random((b, t)) < 0.8, jnp.float32)
+
+  def whole(h, w):
+    logits = embed.tied_logits(h, w)  # [b, t, v]
+    loss, count = losses.cross_entropy(logits, targets, weights, smoothing, num_real)
+    return loss, (count, losses.correct_predictions(logits, targets, weights, num_real))
+
+  def chunked(h, w):
+    loss, count, correct = losses.chunked_cross_entropy(
+        embed.Projection(h, w), targets, weights, smoothing, num_real, chunk_size)
+    return loss, (count, correct)
+
+  (loss, (count, correct)), grads = jax.value_and_grad(whole, (0, 1), has_aux=True)(hidden, table)
+  (loss_c, (count_c, correct_c)), grads_c = jax.jit(
+      jax.value_and_grad(chunked, (0, 1), has_aux=True))(hidden, table)
+  np.testing.assert_allclose(loss_c, loss, rtol=1e-6)
+  assert float(count_c) == float(count) and float(correct_c) == float(correct) > 0
+  for grad_c, grad in zip(grads_c, grads):
+    np.testing.assert_allclose(grad_c, grad, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(chunked)(hidden, table)[0], loss, rtol=1e-6)  # no gradient
+  scaled = jax.grad(lambda h: 3.0 * chunked(h, table)[0])(hidden)  # the cotangent scales
+  np.testing.assert_allclose(scaled, 3.0 * np.asarray(grads[0]), rtol=1e-5, atol=1e-6)

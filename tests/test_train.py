@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from seqjax import config as config_lib
+from seqjax import errors
 from seqjax import train
+from seqjax.models import transformer
 from configs import default
+from configs import rnn_lm
 
 NUM_STEPS = 4
 
@@ -155,3 +158,54 @@ def test_bfloat16_output_projection_multiplies_bfloat16_in_forward_and_backward(
   assert len(products) == 3, products
   for operands, result in products:
     assert operands == ['bf16', 'bf16'] and result == 'f32', products
+
+
+def test_chunked_loss_gives_the_whole_logits_loss_and_gradient(tmp_path, rng):
+  """loss_chunk_size=4 over 9 target positions (the last chunk padded), label smoothing on: the
+  trainer's loss, token accuracy and gradient of every parameter are those of the whole logits."""
+  overrides = {'mesh.data': 1, 'model.dropout_rate': 0.0}
+  whole = train.build(_config(**overrides), str(tmp_path / 'whole'))
+  chunked = train.build(_config(**overrides, loss_chunk_size=4), str(tmp_path / 'chunked'))
+  params = train.create_state(whole).params
+  batch = {'inputs': rng.integers(3, 60, (8, 7)).astype(np.int32),
+           'targets': rng.integers(3, 60, (8, 9)).astype(np.int32)}
+  batch['targets'][2, 6:] = 0
+  results = []
+  for exp in (whole, chunked):
+    grad_fn = jax.jit(jax.value_and_grad(
+        lambda p, b, e=exp: train._loss_and_metrics(  # pylint: disable=protected-access
+            e, p, b, jax.random.key(0)), has_aux=True))
+    results.append(grad_fn(params, train.to_global(exp, batch)))
+  ((loss, sums), grads), ((chunked_loss, chunked_sums), chunked_grads) = results
+  np.testing.assert_allclose(chunked_loss, loss, rtol=1e-6)
+  assert float(chunked_sums['token_accuracy'][0]) == float(sums['token_accuracy'][0])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+               chunked_grads, grads)
+
+
+def test_chunked_loss_lowers_the_compiled_steps_temporary_memory(tmp_path):
+  """XLA's memory analysis of the compiled train step: the [b, t, v] float32 logits (16 x 64 x
+  4096 x 4 bytes = 16 MiB) and their gradient are no longer among its temporaries."""
+  model = transformer.Transformer(vocab_size=4096, num_encoder_layers=1, num_decoder_layers=1,
+                                  embed_dim=32, num_heads=2, mlp_dim=64)
+  shapes = {'inputs': (16, 64), 'targets': (16, 64)}
+  temporary = []
+  for chunk_size in (0, 8):
+    exp = train.build(_config(**{'mesh.data': 1, 'loss_chunk_size': chunk_size}), str(tmp_path))
+    exp = train.with_model(exp, model, {key: np.ones((1, 64), np.int32) for key in shapes})
+    batch = {key: jax.ShapeDtypeStruct(shape, np.int32, sharding=exp.batch_sharding)
+             for key, shape in shapes.items()}
+    compiled = train.make_train_step(exp).lower(exp.abstract_state, batch).compile()
+    temporary.append(compiled.memory_analysis().temp_size_in_bytes)
+  logits_bytes = 16 * 64 * 4096 * 4
+  assert temporary[1] < temporary[0] - 2 * logits_bytes, temporary
+
+
+def test_loss_chunk_size_is_refused_where_it_cannot_apply():
+  with pytest.raises(errors.UserError, match='loss_chunk_size=-1 is negative'):
+    config_lib.typed(_config(loss_chunk_size=-1))
+  config = rnn_lm.get_config('smoke')
+  config.loss_chunk_size = 8
+  with pytest.raises(errors.UserError, match="loss_chunk_size=8 needs a model with a tied output "
+                     r"projection \(transformer, transformer_lm\); model.name is 'rnn_lm'"):
+    config_lib.typed(config)

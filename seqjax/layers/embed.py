@@ -1,5 +1,6 @@
 """Token embeddings and positional encodings."""
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,12 +26,22 @@ def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_0
   return encoding
 
 
+@flax.struct.dataclass
+class Projection:
+  """Logits not computed yet: hidden [b, t, e] (the computation dtype) times the tied output
+  table [v, e] (its float32 parameter). Models return this instead of logits when asked to
+  (`project=False`), so that seqjax.losses.chunked_cross_entropy never holds the [b, t, v]
+  logits whole."""
+  hidden: Array
+  table: Array
+
+
 class Embed(nn.Module):
   """A token table shared by the encoder, the decoder and the output projection.
 
   Lookups are scaled by sqrt(features) (Vaswani et al. 2017, sec. 3.4); `attend` gives the logits
-  of the tied output projection. The table is initialised with std features^-1/2 so that the
-  scaled lookup has unit variance.
+  of the tied output projection (`projection`: the same, left for the loss to compute). The table
+  is initialised with std features^-1/2 so that the scaled lookup has unit variance.
   """
   vocab_size: int
   features: int
@@ -50,6 +61,10 @@ class Embed(nn.Module):
     """x [b, t, e] -> logits [b, t, v] in float32, by `tied_logits` in the computation dtype."""
     table = jnp.asarray(self.table.embedding, self.dtype)  # [v, e]
     return tied_logits(x.astype(self.dtype), table)
+
+  def projection(self, x: Array) -> Projection:
+    """x [b, t, e] -> the `attend` logits, not computed yet."""
+    return Projection(x.astype(self.dtype), self.table.embedding)
 
 
 @jax.custom_vjp
