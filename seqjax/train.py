@@ -108,6 +108,8 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str) -
   """Validates the config and builds the mesh, tokenizer, model, optimizer and state layout."""
   cfg = _as_typed(config)
   mesh = sharding.make_mesh(cfg.mesh)
+  cfg = dataclasses.replace(  # 'auto' becomes a key implementation, once, for the mesh's devices
+      cfg, rng_impl=config_lib.resolve_rng_impl(cfg.rng_impl, mesh.devices.flat[0].platform))
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
   for name, size in (('batch_size', cfg.batch_size), ('eval.batch_size', cfg.eval.batch_size)):
     if size % batch_devices:

@@ -87,8 +87,8 @@ def test_unknown_names_and_keys_are_refused():
     config_lib.typed(_config(**{'data.name': 'datez'}))
   with pytest.raises(KeyError, match='Did you mean "num_heads" instead of "nmu_heads"'):
     _config(**{'model.nmu_heads': 2})
-  with pytest.raises(ValueError,
-                     match="Unknown rng_impl 'rgb'; known: threefry2x32, rbg, unsafe_rbg"):
+  with pytest.raises(errors.UserError,
+                     match="Unknown rng_impl 'rgb'; known: auto, threefry2x32, rbg, unsafe_rbg"):
     config_lib.typed(_config(rng_impl='rgb'))
 
 
@@ -209,3 +209,13 @@ def test_loss_chunk_size_is_refused_where_it_cannot_apply():
   with pytest.raises(errors.UserError, match="loss_chunk_size=8 needs a model with a tied output "
                      r"projection \(transformer, transformer_lm\); model.name is 'rnn_lm'"):
     config_lib.typed(config)
+
+
+def test_rng_impl_auto_is_rbg_on_gpus_and_threefry_elsewhere(tmp_path):
+  for platform, expected in (('gpu', 'rbg'), ('cpu', 'threefry2x32'), ('tpu', 'threefry2x32')):
+    assert config_lib.resolve_rng_impl('auto', platform) == expected
+    for named in ('threefry2x32', 'rbg', 'unsafe_rbg'):  # a named one is kept everywhere
+      assert config_lib.resolve_rng_impl(named, platform) == named
+  assert config_lib.Config().rng_impl == 'auto'
+  exp = train.build(_config(**{'mesh.data': 1}), str(tmp_path))  # resolved once, for the mesh
+  assert exp.cfg.rng_impl == 'threefry2x32'

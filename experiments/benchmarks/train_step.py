@@ -61,7 +61,7 @@ def parse_args():
   parser.add_argument('--attention', default=','.join(attention_lib.names()))
   parser.add_argument('--dtypes', default='float32,bfloat16')
   parser.add_argument('--dropouts', default='0.1', help='dropout rates to time, e.g. 0.1,0.0')
-  parser.add_argument('--rng_impl', default='threefry2x32',
+  parser.add_argument('--rng_impl', default='auto',
                       help='the config key rng_impl (rbg: cheaper dropout masks on accelerators)')
   parser.add_argument('--loss_chunk_sizes', default='0',
                       help='values of the config key loss_chunk_size to time, e.g. 0,8 '
@@ -102,7 +102,7 @@ def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
 
 def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
                       implementation: str = 'xla', dropout: float = 0.1,
-                      rng_impl: str = 'threefry2x32', loss_chunk_size: int = 0):
+                      rng_impl: str = 'auto', loss_chunk_size: int = 0):
   """seqjax's jitted train step for Transformer-base, its state and a batch of random ids."""
   config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
   config_lib.shrink_for_smoke(config)
@@ -271,7 +271,8 @@ def main():
         row[key] = median[torch_name] / row['seconds_median']
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
-      'jax': jax.__version__, 'rng_impl': args.rng_impl,
+      'jax': jax.__version__,
+      'rng_impl': config_lib.resolve_rng_impl(args.rng_impl, jax.devices()[0].platform),
       'keep_freed_memory': kept_freed_memory, 'batch': args.batch, 'source_length': args.length,
       'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
       json.dumps(preset), 'flops_per_step': flops,
