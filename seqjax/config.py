@@ -177,6 +177,7 @@ def resolve_rng_impl(rng_impl: str, platform: str) -> str:
 
 
 def _check_loss_chunk_size(chunk_size: int, model_name: str) -> None:
+  """Refuses a negative chunk size, and chunks for a model without a tied output projection."""
   if chunk_size < 0:
     raise errors.UserError(f'loss_chunk_size={chunk_size} is negative; allowed: 0 (the logits '
                            'whole) or a number of target positions per chunk.')

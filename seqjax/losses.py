@@ -108,14 +108,17 @@ def chunked_cross_entropy(projection: embed.Projection, targets: Array, weights:
 
   @jax.custom_vjp
   def sums(hidden: Array, table: Array, targets: Array, weights: Array) -> tuple[Array, Array]:
+    """(loss sum, correct sum) over all chunks; evaluation runs this, training the pair below."""
     def step(totals, chunk):
-      loss, correct = chunk_sums(*chunk[:1], table, *chunk[1:])
+      chunk_hidden, chunk_targets, chunk_weights = chunk
+      loss, correct = chunk_sums(chunk_hidden, table, chunk_targets, chunk_weights)
       return (totals[0] + loss, totals[1] + correct), None
     zero = jnp.zeros((), jnp.float32)
     chunks = (to_chunks(hidden), to_chunks(targets), to_chunks(weights))
     return jax.lax.scan(step, (zero, zero), chunks)[0]
 
   def sums_and_gradients(hidden, table, targets, weights):
+    """`sums`, and the gradients of its loss with respect to hidden and table."""
     def step(totals, chunk):
       chunk_hidden, chunk_targets, chunk_weights = chunk
       loss, chunk_vjp, correct = jax.vjp(
@@ -131,6 +134,7 @@ def chunked_cross_entropy(projection: embed.Projection, targets: Array, weights:
     return (loss, correct), (d_hidden, d_table)
 
   def scale_gradients(gradients, cotangents):
+    """The forward pass's gradients times the loss's cotangent; none for targets and weights."""
     d_hidden, d_table = gradients
     d_loss = cotangents[0]  # the correct-prediction count has no gradient
     return (d_loss * d_hidden).astype(d_hidden.dtype), d_loss * d_table, None, None

@@ -82,6 +82,7 @@ def tied_logits(x: Array, table: Array) -> Array:
 
 
 def _tied_logits_forward(x: Array, table: Array) -> tuple[Array, tuple[Array, Array]]:
+  """The logits, keeping the operands for the backward products."""
   return tied_logits(x, table), (x, table)
 
 

@@ -59,6 +59,7 @@ class HeadsProjection(nn.Module):
                            (self.num_heads, self.head_dim))
 
   def __call__(self, x: Array) -> Array:
+    """x [..., e] -> [..., h, d], in the computation dtype."""
     x, kernel, bias = nn.dtypes.promote_dtype(x, self.kernel, self.bias, dtype=self.dtype)
     projected = jnp.einsum('...e,ehd->...hd', x, kernel)  # [..., h, d]
     return projected + bias.reshape((1,) * (projected.ndim - 2) + bias.shape)
