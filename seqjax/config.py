@@ -22,7 +22,8 @@ from seqjax import errors
 from seqjax import models
 
 
-RNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')  # jax.random.key(seed, impl=...)
+# jax.random.key(seed, impl=...); 'auto' is resolved by the trainer (resolve_rng_impl).
+RNG_IMPLS = ('auto', 'threefry2x32', 'rbg', 'unsafe_rbg')
 # Computation dtypes. float16 is not offered: without loss scaling its gradients underflow.
 DTYPES = ('float32', 'bfloat16')
 
@@ -90,9 +91,13 @@ class Config:
   # jax.random key implementation for initialisation and dropout. threefry2x32 gives the same bits
   # on every platform; rbg and unsafe_rbg draw them with XLA's RngBitGenerator, cheaper on GPU and
   # TPU (32-bit dropout masks were 8% of a Transformer-base step on an H200; seqjax's Dropout now
-  # draws half those bits), but platform-dependent.
-  rng_impl: str = 'threefry2x32'
+  # draws half those bits), but platform-dependent. auto: rbg on GPUs, threefry2x32 elsewhere.
+  rng_impl: str = 'auto'
   label_smoothing: float = 0.1
+  # Target positions per chunk of the output projection and loss (seqjax.losses.
+  # chunked_cross_entropy): the [b, t, v] float32 logits are never held whole, only
+  # [b, chunk, v]. 0: the logits whole. Models in models.CHUNKED_LOSS_MODELS only.
+  loss_chunk_size: int = 0
   # Logical axis name -> mesh axis (or None). Parameters and activations are annotated with the
   # logical names; this table alone decides how they are laid out on the mesh.
   logical_axis_rules: tuple[tuple[str, Any], ...] = (
@@ -169,6 +174,7 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'max_consecutive_nonfinite_steps': _at_least(1),
     'preemption_check_every_steps': _at_least(1),
     'batch_size': _at_least(1),
+    'loss_chunk_size': _NON_NEGATIVE,
     'label_smoothing': _UNIT,
     'optimizer.learning_rate': ((lambda value: value > 0), 'above 0'),
     'optimizer.warmup_steps': _NON_NEGATIVE,
@@ -230,6 +236,7 @@ def typed(config: ml_collections.ConfigDict) -> Config:
     raise errors.UserError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
   if raw['dtype'] not in DTYPES:
     raise errors.UserError(f'Unknown dtype {raw["dtype"]!r}; known: {", ".join(DTYPES)}.')
+  _check_loss_chunk_size(raw['loss_chunk_size'], model_name)
   config = Config(**raw, model_name=model_name, model=model_args, data_name=data_name,
                   data=data_config_cls(**data_args))
   _check_domains(config)
@@ -239,6 +246,27 @@ def typed(config: ml_collections.ConfigDict) -> Config:
         f'more than keep_checkpoints={config.keep_checkpoints}: keep at least as '
         'many checkpoints as are averaged.')
   return config
+
+
+def resolve_rng_impl(rng_impl: str, platform: str) -> str:
+  """The key implementation that rng_impl names on devices of `platform` ('cpu', 'gpu', 'tpu'):
+  'auto' is rbg on GPUs (its bits cost less to draw there than threefry's) and threefry2x32
+  elsewhere (on CPUs threefry is as fast, and it keeps CPU runs' numbers as they were)."""
+  if rng_impl == 'auto':
+    return 'rbg' if platform == 'gpu' else 'threefry2x32'
+  return rng_impl
+
+
+def _check_loss_chunk_size(chunk_size: int, model_name: str) -> None:
+  """Refuses a negative chunk size, and chunks for a model without a tied output projection."""
+  if chunk_size < 0:
+    raise errors.UserError(f'loss_chunk_size={chunk_size} is negative; allowed: 0 (the logits '
+                           'whole) or a number of target positions per chunk.')
+  if chunk_size and model_name not in models.CHUNKED_LOSS_MODELS:
+    raise errors.UserError(
+        f'loss_chunk_size={chunk_size} needs a model with a tied output projection '
+        f'({", ".join(sorted(models.CHUNKED_LOSS_MODELS))}); model.name is {model_name!r}: '
+        'set loss_chunk_size=0.')
 
 
 def shrink_for_smoke(config: ml_collections.ConfigDict) -> None:

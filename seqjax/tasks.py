@@ -18,41 +18,59 @@ Every metric is a (sum, count) pair, so batches and devices combine exactly befo
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 
 from seqjax import losses
+from seqjax.layers import embed
 
 Array = jax.Array
 Sums = dict[str, tuple[Array, Array]]
 
 
-def _token_sums(logits: Array, targets: Array, label_smoothing: float) -> Sums:
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+  """How a task's loss is computed (the trainer's config, read once)."""
+  label_smoothing: float = 0.0
+  # Token tasks: the ids that exist (the tokenizer's size); the model's vocabulary is padded past
+  # them and the padding ids take no part in the loss or the predictions. None: every id.
+  num_real_classes: Optional[int] = None
+  # Token tasks whose model returned embed.Projection (Task.apply with project=False): target
+  # positions per chunk of the logits (losses.chunked_cross_entropy).
+  chunk_size: int = 0
+
+
+def _token_task(outputs: Array | embed.Projection, batch, settings: LossSettings) -> Sums:
+  """seq2seq and lm: outputs are logits [b, t, v] for batch['targets'] [b, t], or those logits
+  uncomputed (embed.Projection), which the loss computes settings.chunk_size positions at a time."""
+  targets = batch['targets']
   weights = (targets > 0).astype(jnp.float32)  # [b, t]: padding (id 0) does not count
-  loss_sum, weight_sum = losses.cross_entropy(logits, targets, weights, label_smoothing)
-  correct = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+  if isinstance(outputs, embed.Projection):
+    loss_sum, weight_sum, correct = losses.chunked_cross_entropy(
+        outputs, targets, weights, settings.label_smoothing, settings.num_real_classes,
+        settings.chunk_size)
+  else:
+    loss_sum, weight_sum = losses.cross_entropy(outputs, targets, weights,
+                                                settings.label_smoothing,
+                                                settings.num_real_classes)
+    correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
   return {'loss': (loss_sum, weight_sum), 'token_accuracy': (correct, weight_sum)}
 
 
-def _token_task(outputs: Array, batch, label_smoothing: float) -> Sums:
-  """seq2seq and lm: outputs are logits [b, t, v] for batch['targets']."""
-  return _token_sums(outputs, batch['targets'], label_smoothing)
-
-
-def _classification(outputs: Array, batch, label_smoothing: float) -> Sums:
+def _classification(outputs: Array, batch, settings: LossSettings) -> Sums:
   """outputs: logits [b, c] for batch['label'] [b]."""
   weights = batch['weights']  # [b]: 0 for the padding rows of a last eval batch
   loss_sum, count = losses.cross_entropy(outputs[:, None], batch['label'][:, None],
-                                         weights[:, None], label_smoothing)
+                                         weights[:, None], settings.label_smoothing)
   correct = jnp.sum((jnp.argmax(outputs, -1) == batch['label']) * weights)
   return {'loss': (loss_sum, count), 'accuracy': (correct, count)}
 
 
-def _regression(outputs: Array, batch, label_smoothing: float) -> Sums:
+def _regression(outputs: Array, batch, settings: LossSettings) -> Sums:
   """outputs: predictions [b] for batch['target'] [b]; the loss is the squared error."""
-  del label_smoothing
+  del settings
   weights = batch['weights']  # [b]
   errors = outputs.astype(jnp.float32) - batch['target']
   count = jnp.sum(weights)
@@ -70,20 +88,24 @@ PACKED_KEYS = ('inputs_segmentation', 'targets_segmentation', 'inputs_position',
 @dataclasses.dataclass(frozen=True)
 class Task:
   """One task kind: the batch keys the model reads, in order, and
-  `sums(outputs, batch, label_smoothing) -> {metric: (sum, count)}`, whose 'loss' is optimised."""
+  `sums(outputs, batch, LossSettings) -> {metric: (sum, count)}`, whose 'loss' is optimised."""
   name: str
   model_args: tuple[str, ...]
-  sums: Callable[[Array, dict[str, Array], float], Sums]
+  sums: Callable[[Array, dict[str, Array], LossSettings], Sums]
   decodes: bool = False  # evaluation also decodes text (exact match, BLEU)
   tokenized: bool = True  # records hold text, so the dataset needs a tokenizer
   # Batch keys passed as keyword arguments when the batch has them (packed rows' segmentation
   # and positions, see seqjax/data/packing.py).
   optional_model_args: tuple[str, ...] = ()
 
-  def apply(self, model, variables, batch, *, deterministic: bool, rngs=None) -> Array:
-    """The model's outputs on a batch."""
+  def apply(self, model, variables, batch, *, deterministic: bool, rngs=None,
+            project: bool = True) -> Array | embed.Projection:
+    """The model's outputs on a batch; project=False asks a token model (models.
+    CHUNKED_LOSS_MODELS) for its logits uncomputed, for a chunked loss."""
     args = [batch[key] for key in self.model_args]
     kwargs = {key: batch[key] for key in self.optional_model_args if key in batch}
+    if not project:
+      kwargs['project'] = False
     return model.apply(variables, *args, **kwargs, deterministic=deterministic, rngs=rngs)
 
 

@@ -118,6 +118,8 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
   """
   cfg = _as_typed(config)
   mesh = sharding.make_mesh(cfg.mesh, devices)
+  cfg = dataclasses.replace(  # 'auto' becomes a key implementation, once, for the mesh's devices
+      cfg, rng_impl=config_lib.resolve_rng_impl(cfg.rng_impl, mesh.devices.flat[0].platform))
   batch_devices = mesh.shape['data'] * mesh.shape['fsdp']
   for name, size in (('batch_size', cfg.batch_size), ('eval.batch_size', cfg.eval.batch_size)):
     if size % batch_devices:
@@ -206,11 +208,16 @@ def create_state(exp: Experiment) -> TrainState:
 
 def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
   """The task's mean loss (label-smoothed when training) and its metric sums, over the global
-  batch; dropout is on when an rng is given."""
+  batch; dropout is on when an rng is given. The vocabulary's padding ids take no part."""
   training = rng is not None
+  chunk_size = exp.cfg.loss_chunk_size  # > 0 for models.CHUNKED_LOSS_MODELS only (config.py)
   outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
-                           rngs={'dropout': rng} if training else None)
-  sums = exp.task.sums(outputs, batch, exp.cfg.label_smoothing if training else 0.0)
+                           rngs={'dropout': rng} if training else None, project=not chunk_size)
+  settings = tasks.LossSettings(
+      label_smoothing=exp.cfg.label_smoothing if training else 0.0,
+      num_real_classes=exp.tokenizer.vocab_size if exp.tokenizer else None,
+      chunk_size=chunk_size)
+  sums = exp.task.sums(outputs, batch, settings)
   return tasks.mean_loss(sums), sums
 
 

@@ -76,7 +76,7 @@ def test_regression_sums_match_numpy(rng):
   batch = {'target': rng.normal(size=8).astype(np.float32),
            'weights': np.array([1, 1, 1, 1, 1, 1, 0, 0], np.float32)}
   batch['target'][0] = predictions[0] + 0.01  # one solved example
-  sums = tasks.get('regression').sums(jnp.asarray(predictions), batch, 0.0)
+  sums = tasks.get('regression').sums(jnp.asarray(predictions), batch, tasks.LossSettings())
   errors = (predictions - batch['target'])[:6]
   np.testing.assert_allclose(sums['loss'][0], np.sum(errors**2), rtol=1e-5)
   assert float(sums['loss'][1]) == 6

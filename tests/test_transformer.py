@@ -10,6 +10,7 @@ import pytest
 
 from seqjax import attention
 from seqjax.layers import embed
+from seqjax.layers import transformer as blocks
 from seqjax.models import transformer
 
 TINY = dict(num_encoder_layers=2, num_decoder_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
@@ -127,3 +128,34 @@ def test_over_long_sequence_is_refused(tiny_model):
 def test_unknown_attention_name_lists_known():
   with pytest.raises(ValueError, match="Unknown attention function 'nope'; known: dot_product"):
     attention.get('nope')
+
+
+def _dot_count(fn, *args) -> int:
+  return sum(eqn.primitive.name == 'dot_general' for eqn in jax.make_jaxpr(fn)(*args).eqns)
+
+
+@pytest.mark.parametrize('num_kv_heads', [None, 2])
+def test_fused_query_key_value_product_equals_three_products(rng, num_kv_heads):
+  """Self-attention (the same array as queries and keys) with k == h projects query, key and value
+  in one product from the same three parameters: outputs and gradients as with three products
+  (another array of equal values takes the unfused path); with k < h it stays three products."""
+  layer = blocks.MultiHeadAttention(num_heads=4, embed_dim=16, num_kv_heads=num_kv_heads)
+  x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
+  mask = attention.causal_mask(5)
+  params = nn.unbox(layer.init(jax.random.key(0), x, x, mask))
+  assert set(params['params']) == {'query', 'key', 'value', 'out'}
+  assert params['params']['key']['kernel'].shape == (16, num_kv_heads or 4, 4)
+
+  def fused(p, y):
+    return jnp.sum(jnp.sin(layer.apply(p, y, y, mask)))
+
+  def separate(p, y):
+    return jnp.sum(jnp.sin(layer.apply(p, y, y + 0.0, mask)))  # y + 0: not the same array
+
+  np.testing.assert_allclose(fused(params, x), separate(params, x), rtol=1e-5)
+  grads = jax.grad(fused, (0, 1))(params, x)
+  separate_grads = jax.grad(separate, (0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grads, separate_grads)
+  saved = 2 if num_kv_heads is None else 0  # products of the projections in the forward pass
+  assert _dot_count(fused, params, x) == _dot_count(separate, params, x) - saved

@@ -45,7 +45,7 @@ def parse_args():
   parser.add_argument('--vocab', type=int, default=32768)
   parser.add_argument('--dropout', type=float, default=0.1)
   parser.add_argument('--attention_implementation', default='xla')
-  parser.add_argument('--rng_impl', default='threefry2x32')
+  parser.add_argument('--rng_impl', default='auto')
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--top', type=int, default=25)

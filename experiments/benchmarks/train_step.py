@@ -36,6 +36,7 @@ import os
 import platform
 import statistics
 import time
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,8 +61,14 @@ def parse_args():
   parser.add_argument('--attention', default=','.join(attention_lib.names()))
   parser.add_argument('--dtypes', default='float32,bfloat16')
   parser.add_argument('--dropouts', default='0.1', help='dropout rates to time, e.g. 0.1,0.0')
-  parser.add_argument('--rng_impl', default='threefry2x32',
+  parser.add_argument('--rng_impl', default='auto',
                       help='the config key rng_impl (rbg: cheaper dropout masks on accelerators)')
+  parser.add_argument('--loss_chunk_sizes', default='0',
+                      help='values of the config key loss_chunk_size to time, e.g. 0,8 '
+                      '(0: the logits whole)')
+  parser.add_argument('--memory_analysis', action='store_true',
+                      help="also compile each seqjax step ahead of time and report XLA's "
+                      'temporary and argument bytes (compiles each step a second time)')
   parser.add_argument('--attention_implementation', default='xla',
                       help="'fused' only: xla | cudnn (GPU)")
   parser.add_argument('--rounds', type=int, default=5, help='timed rounds after the warm-up')
@@ -95,7 +102,7 @@ def step_flops(batch: int, length: int, vocab: int, preset: dict) -> float:
 
 def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab: int,
                       implementation: str = 'xla', dropout: float = 0.1,
-                      rng_impl: str = 'threefry2x32'):
+                      rng_impl: str = 'auto', loss_chunk_size: int = 0):
   """seqjax's jitted train step for Transformer-base, its state and a batch of random ids."""
   config = config_lib.base_config('transformer', 'dates')  # data only for the trainer's set-up
   config_lib.shrink_for_smoke(config)
@@ -104,6 +111,7 @@ def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab
   config.batch_size = batch
   config.label_smoothing = 0.1
   config.rng_impl = rng_impl
+  config.loss_chunk_size = loss_chunk_size
   exp = train.build(config, '/tmp/seqjax_train_step_benchmark')
   preset = dict(transformer.PRESETS['base'], dropout_rate=dropout)
   model = transformer.Transformer(vocab_size=vocab, **preset,
@@ -120,10 +128,14 @@ def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab
   return step, state, batch_arrays
 
 
-def seqjax_step(*args, **kwargs):
+def seqjax_step(*args, memory: Optional[dict] = None, **kwargs):
   """A callable running n steps of seqjax's trainer on random ids (one device), then waiting for
-  the last one."""
+  the last one. Given a dict `memory`, fills it with XLA's memory analysis of the step."""
   step, state, batch_arrays = build_seqjax_step(*args, **kwargs)
+  if memory is not None:
+    analysis = step.lower(state, batch_arrays).compile().memory_analysis()
+    memory.update(temp_bytes=analysis.temp_size_in_bytes,
+                  argument_bytes=analysis.argument_size_in_bytes)
   holder = [state]
 
   def run(steps: int = 1):
@@ -208,14 +220,18 @@ def main():
   args = parse_args()
   kept_freed_memory = not args.system_malloc and host.computes_on_cpu() and host.keep_freed_memory()
   preset = transformer.PRESETS['base']
-  variants, stop_worker = {}, None
+  variants, memory, stop_worker = {}, {}, None
   for dtype in args.dtypes.split(','):
     for name in args.attention.split(','):
       for dropout in map(float, args.dropouts.split(',')):
-        suffix = '' if dropout == 0.1 else f'/dropout{dropout:g}'
-        variants[f'seqjax/{name}/{dtype}{suffix}'] = seqjax_step(
-            name, dtype, args.batch, args.length, args.vocab, args.attention_implementation,
-            dropout, args.rng_impl)
+        for chunk in map(int, args.loss_chunk_sizes.split(',')):
+          suffix = '' if dropout == 0.1 else f'/dropout{dropout:g}'
+          suffix += f'/loss_chunk{chunk}' if chunk else ''
+          variant = f'seqjax/{name}/{dtype}{suffix}'
+          memory[variant] = {} if args.memory_analysis else None
+          variants[variant] = seqjax_step(
+              name, dtype, args.batch, args.length, args.vocab, args.attention_implementation,
+              dropout, args.rng_impl, chunk, memory=memory[variant])
   if not args.no_torch and importlib.util.find_spec('torch') is not None:
     variants[TORCH], stop_worker = remote_step(args)
     if kept_freed_memory:  # the same allocator setting as seqjax, in this process
@@ -244,7 +260,8 @@ def main():
   results = {}
   for name, seconds in median.items():
     results[name] = {'seconds_median': seconds, 'seconds_min': min(times[name]),
-                     'tokens_per_second': tokens / seconds, 'mfu': flops / seconds / peak}
+                     'tokens_per_second': tokens / seconds, 'mfu': flops / seconds / peak,
+                     **(memory.get(name) or {})}
   if stop_worker:
     stop_worker()
   for torch_name, key in ((TORCH, 'speedup_over_torch'),
@@ -254,7 +271,8 @@ def main():
         row[key] = median[torch_name] / row['seconds_median']
   print(json.dumps({
       'device': f'{jax.devices()[0].device_kind} ({platform.processor() or platform.machine()})',
-      'jax': jax.__version__, 'rng_impl': args.rng_impl,
+      'jax': jax.__version__,
+      'rng_impl': config_lib.resolve_rng_impl(args.rng_impl, jax.devices()[0].platform),
       'keep_freed_memory': kept_freed_memory, 'batch': args.batch, 'source_length': args.length,
       'target_length': args.length, 'vocab': args.vocab, 'model': 'Transformer-base ' +
       json.dumps(preset), 'flops_per_step': flops,

@@ -2,6 +2,7 @@
 
 from typing import Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,12 +49,22 @@ def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_0
   return encoding
 
 
+@flax.struct.dataclass
+class Projection:
+  """Logits not computed yet: hidden [b, t, e] (the computation dtype) times the tied output
+  table [v, e] (its float32 parameter). Models return this instead of logits when asked to
+  (`project=False`), so that seqjax.losses.chunked_cross_entropy never holds the [b, t, v]
+  logits whole."""
+  hidden: Array
+  table: Array
+
+
 class Embed(nn.Module):
   """A token table shared by the encoder, the decoder and the output projection.
 
   Lookups are scaled by sqrt(features) (Vaswani et al. 2017, sec. 3.4); `attend` gives the logits
-  of the tied output projection. The table is initialised with std features^-1/2 so that the
-  scaled lookup has unit variance.
+  of the tied output projection (`projection`: the same, left for the loss to compute). The table
+  is initialised with std features^-1/2 so that the scaled lookup has unit variance.
   """
   vocab_size: int
   features: int
@@ -70,11 +81,42 @@ class Embed(nn.Module):
     return self.table(ids) * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: Array) -> Array:
-    """x [b, t, e] -> logits [b, t, v] in float32.
-
-    Under mixed precision the product runs in the computation dtype but accumulates and returns
-    float32, so the softmax over the vocabulary never sees bfloat16 logits.
-    """
+    """x [b, t, e] -> logits [b, t, v] in float32, by `tied_logits` in the computation dtype."""
     table = jnp.asarray(self.table.embedding, self.dtype)  # [v, e]
-    return jnp.einsum('...e,ve->...v', x.astype(self.dtype), table,
-                      preferred_element_type=jnp.float32)
+    return tied_logits(x.astype(self.dtype), table)
+
+  def projection(self, x: Array) -> Projection:
+    """x [b, t, e] -> the `attend` logits, not computed yet."""
+    return Projection(x.astype(self.dtype), self.table.embedding)
+
+
+@jax.custom_vjp
+def tied_logits(x: Array, table: Array) -> Array:
+  """x [..., e] @ table [v, e]^T -> logits [..., v] float32; operands in the computation dtype.
+
+  Under mixed precision the product takes bfloat16 operands and accumulates and returns float32,
+  so the softmax over the vocabulary never sees bfloat16 logits. Differentiated as written, the
+  float32 logits' gradient would make both backward products float32 ones (half the bfloat16
+  rate on GPUs and TPUs, for the largest products of the step); here it is cast to the operands'
+  dtype first, so all three products take bfloat16 operands, each accumulating in float32 (the
+  default of MaxText: bfloat16 products, float32 loss statistics).
+  """
+  return jnp.einsum('...e,ve->...v', x, table, preferred_element_type=jnp.float32)
+
+
+def _tied_logits_forward(x: Array, table: Array) -> tuple[Array, tuple[Array, Array]]:
+  """The logits, keeping the operands for the backward products."""
+  return tied_logits(x, table), (x, table)
+
+
+def _tied_logits_backward(residuals: tuple[Array, Array],
+                          d_logits: Array) -> tuple[Array, Array]:
+  """d_logits [..., v] float32 -> (d_x [..., e], d_table [v, e]) in the operands' dtypes."""
+  x, table = residuals
+  d_logits = d_logits.astype(x.dtype)  # the products' operand dtype, as in the forward
+  d_x = jnp.einsum('...v,ve->...e', d_logits, table, preferred_element_type=jnp.float32)
+  d_table = jnp.einsum('...v,...e->ve', d_logits, x, preferred_element_type=jnp.float32)
+  return d_x.astype(x.dtype), d_table.astype(table.dtype)
+
+
+tied_logits.defvjp(_tied_logits_forward, _tied_logits_backward)

@@ -10,6 +10,7 @@ Decoding one position at a time (`DecoderBlock.decode_step`) reads and writes an
 """
 
 import functools
+import math
 from typing import Callable, Optional
 
 import flax
@@ -36,6 +37,35 @@ class DecoderLayerCache:
   cross_value: Array  # dtype [b, s, k, d], its values
 
 
+def _flat_xavier(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
+  """Xavier-uniform over a kernel [e, h, d] seen as [e, h * d]: nn.DenseGeneral's initialisation,
+  value for value."""
+  return _xavier(rng, (shape[0], math.prod(shape[1:])), dtype).reshape(shape)
+
+
+class HeadsProjection(nn.Module):
+  """x [..., e] -> [..., h, d] = x kernel + bias: nn.DenseGeneral((h, d)) with the same parameters
+  (kernel [e, h, d], bias [h, d]), initialisation and logical axes, whose parameters can also be
+  read (`kernel`, `bias`), so that MultiHeadAttention can stack three of them into one product."""
+  in_features: int  # e
+  num_heads: int  # h
+  head_dim: int  # d
+  dtype: jnp.dtype = jnp.float32
+
+  def setup(self):
+    self.kernel = self.param(
+        'kernel', nn.with_logical_partitioning(_flat_xavier, ('embed', 'heads', 'kv')),
+        (self.in_features, self.num_heads, self.head_dim))
+    self.bias = self.param('bias', nn.with_logical_partitioning(_zeros, ('heads', 'kv')),
+                           (self.num_heads, self.head_dim))
+
+  def __call__(self, x: Array) -> Array:
+    """x [..., e] -> [..., h, d], in the computation dtype."""
+    x, kernel, bias = nn.dtypes.promote_dtype(x, self.kernel, self.bias, dtype=self.dtype)
+    projected = jnp.einsum('...e,ehd->...hd', x, kernel)  # [..., h, d]
+    return projected + bias.reshape((1,) * (projected.ndim - 2) + bias.shape)
+
+
 def write_at(cache: Array, new: Array, position: Array) -> Array:
   """cache [b, t, k, d] with new [b, 1, k, d] written at each row's position [b] int32."""
   rows = jnp.arange(cache.shape[0])  # [b]
@@ -53,6 +83,13 @@ class MultiHeadAttention(nn.Module):
   Keys and values have num_kv_heads heads k (default h): 1 is multi-query attention (Shazeer 2019),
   1 < k < h grouped-query attention (Ainslie et al. 2023). The attention function is offered
   positions, `causal`, the window and, for 'relative' only, its tables (see seqjax/attention.py).
+
+  Self-attention with k == h (`__call__` given the same array as queries and keys) computes query,
+  key and value in one product (`project_qkv`): one larger matrix product instead of three, and
+  one for their input gradient. The parameters stay three (query, key, value: kernel [e, h, d],
+  bias [h, d]), the layout that checkpoints, HuggingFace conversions and cross-attention read;
+  they are stacked into [e, 3, h, d] at each call, a copy of 3 e^2 values, small next to the
+  activations.
   """
   num_heads: int
   embed_dim: int
@@ -69,13 +106,11 @@ class MultiHeadAttention(nn.Module):
       raise errors.UserError(f'Model dim {self.embed_dim} is not divisible by num_heads='
                              f'{self.num_heads}, or that by num_kv_heads={num_kv_heads}.')
     head_dim = self.embed_dim // self.num_heads
-    project_in = functools.partial(
-        nn.DenseGeneral, dtype=self.dtype,
-        kernel_init=nn.with_logical_partitioning(_xavier, ('embed', 'heads', 'kv')),
-        bias_init=nn.with_logical_partitioning(_zeros, ('heads', 'kv')))
-    self.query = project_in((self.num_heads, head_dim))
-    self.key = project_in((num_kv_heads, head_dim))
-    self.value = project_in((num_kv_heads, head_dim))
+    project_in = functools.partial(HeadsProjection, self.embed_dim, head_dim=head_dim,
+                                   dtype=self.dtype)
+    self.query = project_in(self.num_heads)
+    self.key = project_in(num_kv_heads)
+    self.value = project_in(num_kv_heads)
     if self.attention == 'relative':  # Shaw et al. 2018's a^K, a^V [2M + 1, d], shared by heads
       table = nn.with_logical_partitioning(_xavier, (None, 'kv'))
       shape = (2 * self.max_relative_distance + 1, head_dim)
@@ -90,6 +125,15 @@ class MultiHeadAttention(nn.Module):
     """inputs_kv [b, s, e] -> (key, value), each [b, s, k, d]."""
     return self.key(inputs_kv), self.value(inputs_kv)
 
+  def project_qkv(self, x: Array) -> tuple[Array, Array, Array]:
+    """x [b, t, e] -> (query, key, value), each [b, t, h, d], from one product (k == h only)."""
+    parts = (self.query, self.key, self.value)
+    kernel = jnp.stack([part.kernel for part in parts], axis=1)  # [e, 3, h, d]
+    bias = jnp.stack([part.bias for part in parts])  # [3, h, d]
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    qkv = jnp.einsum('bte,ejhd->btjhd', x, kernel) + bias[None, None]  # [b, t, 3, h, d]
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
   def attend(self, inputs_q: Array, key: Array, value: Array, mask: Optional[Array], *,
              query_positions: Optional[Array] = None, key_positions: Optional[Array] = None,
              causal: bool = False, key_lengths: Optional[Array] = None) -> Array:
@@ -100,7 +144,14 @@ class MultiHeadAttention(nn.Module):
     key_lengths int [b], when given, promises that `mask` is exactly "key j < key_lengths" (and
     the causal mask when causal): functions that can (`fused`) then use lengths, not the mask.
     """
-    query = self.query(inputs_q)  # [b, t, h, d]
+    return self._attend_projected(self.query(inputs_q), key, value, mask,
+                                  query_positions=query_positions, key_positions=key_positions,
+                                  causal=causal, key_lengths=key_lengths)
+
+  def _attend_projected(self, query: Array, key: Array, value: Array, mask: Optional[Array], *,
+                        query_positions: Optional[Array], key_positions: Optional[Array],
+                        causal: bool, key_lengths: Optional[Array]) -> Array:
+    """`attend` from the projected query [b, t, h, d]."""
     if self.is_mutable_collection('intermediates'):
       self.sow('intermediates', 'attention_weights',
                attention_lib.attention_weights(query, key, mask=mask))
@@ -127,6 +178,11 @@ class MultiHeadAttention(nn.Module):
     (self-attention of packed rows) are the queries' and keys' positions; default 0..t-1.
     key_lengths [b]: see `attend`.
     """
+    if inputs_kv is inputs_q and (self.num_kv_heads or self.num_heads) == self.num_heads:
+      query, key, value = self.project_qkv(inputs_q)  # self-attention: one product
+      return self._attend_projected(query, key, value, mask, query_positions=positions,
+                                    key_positions=positions, causal=causal,
+                                    key_lengths=key_lengths)
     return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, query_positions=positions,
                        key_positions=positions, causal=causal, key_lengths=key_lengths)
 

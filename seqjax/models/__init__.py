@@ -20,6 +20,10 @@ MODELS: dict[str, type[nn.Module]] = {
     'vit': vit.VisionTransformer,  # Vision Transformer (Dosovitskiy et al. 2021)
 }
 
+# Models whose `__call__` takes project=False and then returns seqjax.layers.embed.Projection (the
+# tied output projection left for the loss): they can train with config.loss_chunk_size > 0.
+CHUNKED_LOSS_MODELS = frozenset({'transformer', 'transformer_lm'})
+
 # Module fields that the trainer sets (from the tokenizer, the dataset and `config.dtype`) or that
 # flax owns; every other field of a model class is a hyper-parameter in the config's `model` section.
 RUNTIME_FIELDS = frozenset({'vocab_size', 'num_classes', 'dtype', 'parent', 'name'})

@@ -74,6 +74,9 @@ class PositionalEmbed(nn.Module):
   def attend(self, x: Array) -> Array:
     return self.embed.attend(x)
 
+  def projection(self, x: Array) -> embed.Projection:
+    return self.embed.projection(x)
+
 
 class TransformerLM(nn.Module):
   """Decoder-only Transformer: `__call__(targets) -> logits [b, t, v]` for next-token prediction."""
@@ -109,8 +112,10 @@ class TransformerLM(nn.Module):
     if self.pre_ln:
       self.final_norm = blocks.layer_norm('final_norm', self.dtype)
 
-  def __call__(self, targets: Array, *, deterministic: bool = True) -> Array:
-    """targets [b, t] -> logits [b, t, v] (float32); position i sees targets[:, :i] only."""
+  def __call__(self, targets: Array, *, deterministic: bool = True,
+               project: bool = True) -> Array | embed.Projection:
+    """targets [b, t] -> logits [b, t, v] (float32); position i sees targets[:, :i] only.
+    project=False leaves the logits uncomputed (embed.Projection) for a chunked loss."""
     x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
     mask = attention.causal_mask(targets.shape[1])  # [1, 1, t, t]
     lengths = jnp.full(targets.shape[:1], targets.shape[1], jnp.int32)  # [b]: no padding mask
@@ -118,4 +123,4 @@ class TransformerLM(nn.Module):
       x = block(x, mask, deterministic, None, lengths)
     if self.pre_ln:
       x = self.final_norm(x)
-    return self.embed.attend(x)
+    return self.embed.attend(x) if project else self.embed.projection(x)

@@ -171,8 +171,10 @@ class Transformer(nn.Module):
   def decode(self, encoded: Array, inputs: Array, decoder_inputs: Array, *,
              deterministic: bool = True, inputs_segmentation: Optional[Array] = None,
              targets_segmentation: Optional[Array] = None,
-             targets_position: Optional[Array] = None) -> Array:
-    """Logits [b, t, v] (float32) for decoder_inputs [b, t] given encoded [b, s, e].
+             targets_position: Optional[Array] = None,
+             project: bool = True) -> Array | embed.Projection:
+    """Logits [b, t, v] (float32) for decoder_inputs [b, t] given encoded [b, s, e]; with
+    project=False, the same left uncomputed (embed.Projection) for a chunked loss.
 
     Position i sees decoder_inputs[:, :i+1] only. Padding after a target's end needs no mask of
     its own: the causal mask keeps real positions from reading it, and the loss ignores it.
@@ -195,7 +197,7 @@ class Transformer(nn.Module):
                 cross_lengths)
     if self.pre_ln:
       x = self.decoder_norm(x)
-    return self.embed.attend(x)
+    return self.embed.attend(x) if project else self.embed.projection(x)
 
   def init_cache(self, encoded: Array, inputs: Array, max_length: int) -> DecoderCache:
     """An empty cache for up to max_length outputs given encoded [b, s, e] of inputs [b, s].
@@ -238,8 +240,10 @@ class Transformer(nn.Module):
                inputs_segmentation: Optional[Array] = None,
                targets_segmentation: Optional[Array] = None,
                inputs_position: Optional[Array] = None,
-               targets_position: Optional[Array] = None) -> Array:
-    """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s].
+               targets_position: Optional[Array] = None,
+               project: bool = True) -> Array | embed.Projection:
+    """Teacher-forced logits [b, t, v] for targets [b, t] given inputs [b, s] (project=False:
+    left uncomputed, see `decode`).
 
     Packed rows (seqjax/data/packing.py) also pass the segmentations and positions, int [b, s]
     and [b, t]; every example in a row is then computed as if it were alone in its row.
@@ -252,4 +256,4 @@ class Transformer(nn.Module):
     return self.decode(encoded, inputs, shift_right(targets, targets_segmentation),
                        deterministic=deterministic, inputs_segmentation=inputs_segmentation,
                        targets_segmentation=targets_segmentation,
-                       targets_position=targets_position)
+                       targets_position=targets_position, project=project)
