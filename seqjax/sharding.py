@@ -78,6 +78,7 @@ def check_divisible(shape_tree: Any, sharding_tree: Any) -> None:
       devices = math.prod(sharding.mesh.shape[axis] for axis in axes)
       if size % devices:
         raise errors.UserError(
-            f'{jax.tree_util.keystr(path, simple=True, separator="/")}: dimension {dim} of size {size} is sharded over mesh '
-            f'axes {axes} of {devices} devices, which does not divide it.')
+            f'{jax.tree_util.keystr(path, simple=True, separator="/")}: dimension {dim} of '
+            f'size {size} is sharded over mesh axes {axes} of {devices} devices, which does not '
+            'divide it.')
   jax.tree_util.tree_map_with_path(check, shape_tree, sharding_tree)

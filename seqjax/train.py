@@ -256,7 +256,7 @@ def make_train_step(exp: Experiment):
     rng = jax.random.fold_in(dropout_key, state.step)
     grad_fn = jax.value_and_grad(functools.partial(_loss_and_metrics, exp), has_aux=True)
     (loss, _), grads = grad_fn(state.params, batch, rng)
-    grad_norm = optax.global_norm(grads)  # before any clipping; NaN/inf if any entry is
+    grad_norm = optax.tree.norm(grads)  # before any clipping; NaN/inf if any entry is
     stopped = state.nonfinite_streak >= max_streak  # too many in a row: train no more
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~stopped
 

@@ -315,3 +315,61 @@ def test_transformer_trains_and_its_cache_gives_teacher_forced_logits(rng, name,
   full = model.apply({'params': params}, inputs, targets)  # [b, t, v]
   np.testing.assert_allclose(_cached_steps(model, params, inputs, targets), full,
                              rtol=1e-5, atol=1e-5)
+
+
+def _one_hot_relative(query, key, value, table_k, table_v, mask, query_positions, key_positions):
+  """Shaw et al. 2018 through a dense one-hot [b, t, s, r] of the clipped distances: the
+  straightforward form, as a reference for the gather / scatter-add one (and its gradients)."""
+  depth, buckets = query.shape[-1], table_k.shape[0]
+  limit = (buckets - 1) // 2
+  offsets = key_positions[:, None, :] - query_positions[:, :, None]  # [b, t, s]
+  one_hot = jax.nn.one_hot(jnp.clip(offsets, -limit, limit) + limit, buckets)  # [b, t, s, r]
+  logits = jnp.einsum('bthd,bshd->bhts', query, key) / math.sqrt(depth)
+  logits += jnp.einsum('bthd,rd,btsr->bhts', query, table_k, one_hot) / math.sqrt(depth)
+  weights = jax.nn.softmax(jnp.where(mask, logits, -1e30), axis=-1)
+  return (jnp.einsum('bhts,bshd->bthd', weights, value) +
+          jnp.einsum('bhts,btsr,rd->bthd', weights, one_hot, table_v))
+
+
+def test_relative_matches_numpy_at_packed_positions_and_its_gradients_the_one_hot_form(rng):
+  """Positions per row ([b, t], as in packed rows), distances past the clip on both sides."""
+  query, key, value = _inputs(rng, kv_heads=H)
+  table_k, table_v = _relative_tables(rng)
+  query_positions = np.stack([np.arange(T), np.r_[np.arange(3), np.arange(T - 3)]])  # [b, t]
+  key_positions = np.stack([np.arange(T) * 2, np.r_[np.arange(3), np.arange(T - 3)]])  # [b, s]
+  mask = _random_mask(rng)
+  out = attention.relative(query, key, value, relative_key=table_k, relative_value=table_v,
+                           mask=jnp.asarray(mask), query_positions=query_positions,
+                           key_positions=key_positions)
+  index = lambda b, t, s: min(max(key_positions[b, s] - query_positions[b, t], -MAX_DISTANCE),
+                              MAX_DISTANCE) + MAX_DISTANCE
+  expected = np.zeros((B, T, H, D))
+  for b in range(B):  # the loop reference of test_softmax_variants_match_numpy, row by row
+    expected[b:b + 1] = _np_softmax_attention(
+        query[b:b + 1], key[b:b + 1], value[b:b + 1], mask[b:b + 1],
+        score_fn=lambda _, h, t, s, b=b: query[b, t, h] @ table_k[index(b, t, s)] / math.sqrt(D),
+        value_fn=lambda t, s, b=b: table_v[index(b, t, s)])
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+  def loss(fn, *arrays):
+    return jnp.sum(jnp.sin(fn(*arrays)))
+  arrays = [jnp.asarray(x) for x in (query, key, value, table_k, table_v)]
+  ours = jax.grad(functools.partial(loss, lambda q, k, v, tk, tv: attention.relative(
+      q, k, v, relative_key=tk, relative_value=tv, mask=jnp.asarray(mask),
+      query_positions=query_positions, key_positions=key_positions)), argnums=range(5))(*arrays)
+  reference = jax.grad(functools.partial(loss, lambda q, k, v, tk, tv: _one_hot_relative(
+      q, k, v, tk, tv, jnp.asarray(mask), jnp.asarray(query_positions),
+      jnp.asarray(key_positions))), argnums=range(5))(*arrays)
+  for got, want in zip(ours, reference):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_relative_builds_no_one_hot_of_the_distances(rng):
+  """No intermediate of [b, t, s, 2M + 1] (or any order of those axes) in the computation."""
+  query, key, value = _inputs(rng, kv_heads=H)
+  table_k, table_v = _relative_tables(rng)
+  jaxpr = jax.make_jaxpr(lambda q, k, v: attention.relative(
+      q, k, v, relative_key=table_k, relative_value=table_v))(query, key, value)
+  one_hot = sorted((B, T, T, 2 * MAX_DISTANCE + 1))
+  shapes = [var.aval.shape for eqn in jaxpr.jaxpr.eqns for var in eqn.outvars]
+  assert shapes and all(sorted(shape) != one_hot for shape in shapes)

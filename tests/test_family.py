@@ -57,14 +57,18 @@ def test_lm_is_causal():
   assert not np.allclose(logits[:, 7:], changed_logits[:, 7:], atol=1e-4)
 
 
-@pytest.mark.parametrize('attention', ['dot_product', 'rope', 'alibi', 'linear', 'local'])
+@pytest.mark.parametrize('attention', attention_lib.names())
 def test_lm_attention_variants_stay_causal(attention):
+  """Target 4 is read at position 5: the logits before it keep, those from it on change (a
+  model that ignored its input would keep them all)."""
   model = decoder_only.TransformerLM(30, **SMALL, attention=attention, attention_window=3)
   targets = jnp.asarray(np.random.default_rng(1).integers(3, 30, (1, 8)), jnp.int32)
   params = _params(model, targets)
   logits = model.apply({'params': params}, targets)
   changed_logits = model.apply({'params': params}, targets.at[:, 4].set(2))
   np.testing.assert_allclose(logits[:, :5], changed_logits[:, :5], atol=1e-5)
+  for position in range(5, 8):
+    assert not np.allclose(logits[:, position], changed_logits[:, position], atol=1e-4), position
 
 
 @pytest.mark.parametrize('pooling', ['cls', 'mean'])

@@ -166,8 +166,11 @@ class Seq2Seq(nn.Module):
     return memory
 
   def _initial_state(self, encoded: dict[str, Any]):
+    """(carry, attentional [b, d]) in float32 whatever the computation dtype: the cells' weights
+    are float32, so a decoder step returns float32 and the scan's carry must start so."""
     batch = encoded['mask'].shape[0]
-    return encoded['initial_carry'], jnp.zeros((batch, self.hidden_dim), self.dtype)
+    carry = jax.tree.map(lambda x: x.astype(jnp.float32), encoded['initial_carry'])
+    return carry, jnp.zeros((batch, self.hidden_dim), jnp.float32)
 
   def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True) -> Array:
     """Teacher-forced logits [b, t, v] (float32) for targets [b, t] given inputs [b, s]."""
