@@ -14,6 +14,7 @@ import sys
 
 from absl import app
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
 from seqjax import host
@@ -87,7 +88,8 @@ def main(argv: list[str]) -> None:
       metrics = inference.evaluate(config, workdir)
       print('Test: ' + ' '.join(f'{k.removeprefix("test_")}={v:.2f}' for k, v in metrics.items()))
     else:
-      source = sys.stdin if _INPUT.value == '-' else open(_INPUT.value, encoding='utf-8')
+      source = (sys.stdin if _INPUT.value == '-'
+                else epath.Path(_INPUT.value).open(encoding='utf-8'))  # a file or a gs:// URL
       for line in inference.translate(config, workdir, source):
         print(line)
   except preemption.Preempted as stop:
