@@ -1,11 +1,16 @@
 """gs:// workdirs against a real GCS server on 127.0.0.1 (fake-gcs-server, tests/gcs_server.py):
-exact resume after SIGKILL, two processes sharing one workdir through SIGTERM and resume, and the
-evaluate and translate modes reading a trained gs:// workdir. Nothing here mocks orbax or the
-filesystem: checkpoints go through orbax and tensorstore, every other file through etils.epath."""
+exact resume after SIGKILL, two processes sharing one workdir through SIGTERM and resume, the
+evaluate and translate modes reading a trained gs:// workdir, and a sweep's directories and
+tables. Nothing here mocks orbax or the filesystem: checkpoints go through orbax and tensorstore,
+every other file through etils.epath."""
 
 import collections
+import csv
+import io
 import json
 import signal
+import sys
+import textwrap
 
 from etils import epath
 import numpy as np
@@ -19,6 +24,7 @@ from seqjax import errors
 from seqjax import evaluate as evaluate_lib
 from seqjax import inference
 from seqjax import preemption
+from seqjax import sweep
 from seqjax import train
 from tests import reliability_helpers as helpers
 from tests import test_multihost
@@ -137,3 +143,39 @@ def test_evaluate_and_translate_read_a_gcs_workdir(gcs_workdir):
 
   sources = [source for source, _ in test_pairs[:3]]
   assert list(inference.translate(_dates_config(), gcs_workdir, sources)) == translations[:3]
+
+
+def test_a_sweep_runs_into_a_gcs_directory(gcs_workdir, tmp_path, monkeypatch, capsys):
+  sweep_file = tmp_path / 'my_sweep.py'
+  sweep_file.write_text("from seqjax import sweep\n\n\ndef get_sweep():\n  return sweep.Sweep("
+                        "name='gs', config='configs/default.py:smoke', product={'seed': [0, 1]})\n")
+  # The trainer replaced by a process that fails for seed 1 and, for seed 0, writes a finished
+  # run's metrics.jsonl into its gs:// point directory (through the emulator it inherits).
+  script = textwrap.dedent("""
+      import json, sys
+      from etils import epath
+      print('training', sys.argv[2])
+      if sys.argv[2] == '1':
+        sys.exit('seed 1 broke')
+      rows = [{'step': 4, 'train_loss': 0.5}, {'step': 4, 'test_loss': 0.25}]
+      epath.Path(sys.argv[1], 'metrics.jsonl').write_text(
+          ''.join(json.dumps(row) + '\\n' for row in rows))""")
+  monkeypatch.setattr(sweep, 'command', lambda _, point, workdir, python=sys.executable: [
+      python, '-c', script, workdir, str(point.overrides['seed'])])
+  assert sweep.main([str(sweep_file), '--launcher=local', f'--workdir={gcs_workdir}']) == 1
+  workdir = epath.Path(gcs_workdir)
+  rows = {row['point']: row for row in csv.DictReader(io.StringIO(
+      (workdir / 'results.csv').read_text()))}
+  assert rows['seed=0']['status'] == 'done' and float(rows['seed=0']['test_loss']) == 0.25
+  assert rows['seed=1']['status'] == 'failed: exit 1'
+  assert 'seed 1 broke' in (workdir / 'seed=1' / 'run.log').read_text()
+  assert '| seed=1 | 1 | failed: exit 1 |' in (workdir / 'results.md').read_text()
+  assert len((workdir / 'results.png').read_bytes()) > 1000
+  assert json.loads((workdir / 'seed=0' / 'sweep_point.json').read_text())['overrides'] == {
+      'seed': 0}
+
+  # Run again: seed 0 is finished (read back from gs://), seed 1 runs again and its log grows.
+  capsys.readouterr()
+  assert sweep.main([str(sweep_file), '--launcher=local', f'--workdir={gcs_workdir}']) == 1
+  assert '[sweep] skip seed=0: finished earlier' in capsys.readouterr().out
+  assert (workdir / 'seed=1' / 'run.log').read_text().count('seed 1 broke') == 2
