@@ -44,16 +44,19 @@ def start_pair(command) -> list[subprocess.Popen]:
 
 
 def finish(processes, timeout=TIMEOUT) -> list[str]:
-  """stderr of each process, once both have exited; both are killed, and the test fails, when
-  one has not exited within `timeout` seconds (a host left waiting in a collective)."""
+  """stderr of each process, once both have exited; when one has not exited within `timeout`
+  seconds (a host left waiting in a collective), both are killed and the test fails, showing
+  where each had got to."""
   deadline = time.time() + timeout
   try:
     return [process.communicate(timeout=max(deadline - time.time(), 1))[1]
             for process in processes]
-  finally:
+  except subprocess.TimeoutExpired:
     for process in processes:
-      if process.poll() is None:
-        process.kill()
+      process.kill()
+    tails = [f'process {i}: ...{process.communicate()[1][-1500:]}'
+             for i, process in enumerate(processes)]
+    raise AssertionError(f'not exited within {timeout} s\n' + '\n'.join(tails)) from None
 
 
 def _rows(workdir: str) -> list[dict]:
