@@ -5,9 +5,15 @@ into a temporary directory and renames it once complete), so a crash mid-save le
 checkpoint as the latest one; the half-written directory is deleted when the next run opens the
 directory. Next to the state, a small JSON item `meta` records what the state only makes sense with
 (the tokenizer's size and hash); restoring compares it, and the parameter shapes, before reading.
+
+The data iterator's position is saved by grain, one file per process
+(`data/process_{i}-of-{n}.json`). A checkpoint restores onto another number of processes when the
+iterator's position does not depend on it (the unpacked iterator's position is the number of batches drawn, the same on every
+process: process 0's file is read); otherwise (packed rows) it is refused before anything is read.
 """
 
-import os
+import json
+import re
 from typing import Any, Optional
 
 import grain
@@ -16,6 +22,9 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from seqjax import errors
+from seqjax import paths
+
+_PROCESS_FILE = re.compile(r'process_(\d+)-of-(\d+)\.json')
 
 
 class Checkpointer:
@@ -37,7 +46,7 @@ class Checkpointer:
     handlers = {'state': ocp.StandardCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler(),
                 'data': grain.checkpoint.CheckpointHandler()}
     # orbax refuses relative paths, and `--workdir` is often one (make demo's workdirs/demo).
-    self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+    self._manager = ocp.CheckpointManager(paths.absolute(directory), options=options,
                                           item_handlers=handlers)
 
   def latest_step(self) -> Optional[int]:
@@ -59,22 +68,50 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any,
               data_iterator: Optional[grain.DatasetIterator],
-              metadata: Optional[dict[str, Any]] = None) -> Any:
+              metadata: Optional[dict[str, Any]] = None,
+              position_per_process: bool = True) -> Any:
     """The state saved at `step`, laid out as `abstract_state` (shapes, dtypes and shardings,
-    which may differ from the saving run's mesh).
+    which may differ from the saving run's mesh and number of processes).
 
-    `data_iterator` (when given) is moved to the saved position in place. Refused with a
-    UserError, before anything is read: `metadata` that differs from the saved one, and a
-    parameter whose shape differs from the saved one (never padded or truncated to fit).
+    `data_iterator` (when given) is moved to the saved position in place. position_per_process:
+    its position differs between processes or process counts (packed rows), so it restores only
+    on as many processes as saved it; False: the position is the same on every process, so any
+    number of processes restores it from process 0's file. Refused with a UserError, before
+    anything is read: `metadata` that differs from the saved one, a parameter whose shape differs
+    from the saved one (never padded or truncated to fit), a per-process data position saved by
+    another number of processes.
     """
     if metadata is not None:
       check_metadata(step, self.metadata(step), metadata)
     check_shapes(step, self._manager.item_metadata(step)['state'].tree['params'],
                  abstract_state.params)
     items = {'state': ocp.args.StandardRestore(abstract_state)}
+    position_file = None
     if data_iterator is not None:
-      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+      saved_count, position_file = self._data_files(step)
+      if saved_count == jax.process_count():
+        items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+      elif position_per_process:
+        raise errors.UserError(
+            f'The checkpoint at step {step} was written by {saved_count} process(es) and this run '
+            f'has {jax.process_count()}: its data position (packed rows, data.pack) is per '
+            f'process, so it restores only on {saved_count} process(es); run with that many or '
+            'start a new workdir.')
+    state = self._manager.restore(step, args=ocp.args.Composite(**items))['state']
+    if 'data' not in items and data_iterator is not None:
+      data_iterator.set_state(json.loads(position_file.read_text()))
+    return state
+
+  def _data_files(self, step: int):
+    """(number of processes that saved the data position at `step`, process 0's file)."""
+    directory = self._manager.directory / str(step) / 'data'
+    counts = {int(match[2]) for match in map(_PROCESS_FILE.fullmatch,
+                                             (path.name for path in directory.iterdir())) if match}
+    if len(counts) != 1:
+      raise errors.UserError(f'The checkpoint at step {step} has no readable data position in '
+                             f'{directory} (process files for counts {sorted(counts)}).')
+    count = counts.pop()
+    return count, directory / f'process_0-of-{count}.json'
 
   def metadata(self, step: int) -> dict[str, Any]:
     """The JSON metadata saved with `step` ({} for a checkpoint without any)."""

@@ -6,6 +6,7 @@ import logging
 import os
 from typing import Any, Iterable
 
+from etils import epath
 import jax
 import ml_collections
 
@@ -13,6 +14,7 @@ from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
+from seqjax import paths
 from seqjax import train
 
 _LOG = logging.getLogger(__name__)
@@ -47,14 +49,14 @@ def _averaged_params(exp: train.Experiment):
 
 
 def _write_results(exp: train.Experiment, hypotheses: list[str], results: dict[str, Any]) -> None:
-  """test_translations.txt (one line per test source, in order) and test_results.json."""
+  """test_translations.txt (one line per test source, in order) and test_results.json, in the
+  workdir (local or gs://)."""
   if jax.process_index() != 0:
     return
-  with open(os.path.join(exp.workdir, 'test_translations.txt'), 'w', encoding='utf-8') as f:
-    f.writelines(hypothesis.replace('\n', ' ') + '\n' for hypothesis in hypotheses)
-  with open(os.path.join(exp.workdir, 'test_results.json'), 'w', encoding='utf-8') as f:
-    json.dump(results, f, indent=2)
-    f.write('\n')
+  workdir = epath.Path(exp.workdir)
+  paths.write_text(workdir / 'test_translations.txt',
+                   ''.join(hypothesis.replace('\n', ' ') + '\n' for hypothesis in hypotheses))
+  paths.write_text(workdir / 'test_results.json', json.dumps(results, indent=2) + '\n')
 
 
 def evaluate(config: ml_collections.ConfigDict | config_lib.Config,

@@ -20,6 +20,7 @@ from typing import Optional
 
 from absl import app
 from absl import flags
+from etils import epath
 from ml_collections import config_flags
 
 from seqjax import errors
@@ -169,9 +170,10 @@ def main(argv: list[str]) -> None:
       metrics = inference.evaluate(config, workdir)
       print('Test: ' + ' '.join(f'{k.removeprefix("test_")}={v:.2f}' for k, v in metrics.items()))
     else:
-      if _INPUT.value != '-' and not os.path.isfile(_INPUT.value):
+      if _INPUT.value != '-' and not epath.Path(_INPUT.value).is_file():
         raise errors.UserError(f'--input={_INPUT.value}: no such file.')
-      source = sys.stdin if _INPUT.value == '-' else open(_INPUT.value, encoding='utf-8')
+      source = (sys.stdin if _INPUT.value == '-'
+                else epath.Path(_INPUT.value).open(encoding='utf-8'))  # a file or a gs:// URL
       for line in inference.translate(config, workdir, source):
         print(line)
   except preemption.Preempted as stop:

@@ -1,5 +1,7 @@
-"""PNG plots written into the workdir."""
+"""PNG plots written into the workdir (local or gs://: drawn into memory, written through epath).
+"""
 
+import io
 from typing import Sequence
 
 import matplotlib
@@ -7,6 +9,16 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from seqjax import paths  # noqa: E402
+
+
+def save(fig: matplotlib.figure.Figure, path: str, dpi: int = 120) -> None:
+  """Writes `fig` as a PNG at `path` (local or a URL) and closes it."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format='png', dpi=dpi)
+  plt.close(fig)
+  paths.write_bytes(path, buffer.getvalue())
 
 
 def attention_heatmaps(path: str, examples: Sequence[tuple[list[str], list[str], np.ndarray]],
@@ -21,8 +33,7 @@ def attention_heatmaps(path: str, examples: Sequence[tuple[list[str], list[str],
     ax.set_ylabel('output')
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)
 
 
 def attention_rollout(path: str, images: np.ndarray, maps: np.ndarray, titles: Sequence[str],
@@ -46,5 +57,4 @@ def attention_rollout(path: str, images: np.ndarray, maps: np.ndarray, titles: S
     axes[0, column].set_title(name, fontsize=8)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save(fig, path)

@@ -50,6 +50,9 @@ import sys
 import time
 from typing import Any
 
+from etils import epath
+
+from seqjax import paths
 from seqjax import sweep_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -198,13 +201,24 @@ def is_finished(point: Point, point_dir: str) -> bool:
 
 
 def run_local_point(sweep: Sweep, point: Point, point_dir: str) -> str:
-  """Runs one point to the end; returns its status ('done' or 'failed: ...')."""
-  os.makedirs(point_dir, exist_ok=True)
+  """Runs one point to the end; returns its status ('done' or 'failed: ...').
+
+  Its output goes to point_dir/run.log: appended as it comes locally; for a gs:// point_dir
+  (objects cannot be appended to) collected and added to the log object when the run ends.
+  """
+  epath.Path(point_dir).mkdir(parents=True, exist_ok=True)
   start = time.time()
   print(f'[sweep] start {point.name}', flush=True)
-  with open(os.path.join(point_dir, 'run.log'), 'a', encoding='utf-8') as log:
-    result = subprocess.run(command(sweep, point, point_dir), cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, check=False)
+  log_path = epath.Path(point_dir) / 'run.log'
+  if paths.is_local(point_dir):
+    with log_path.open('a', encoding='utf-8') as log:
+      result = subprocess.run(command(sweep, point, point_dir), cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, check=False)
+  else:
+    result = subprocess.run(command(sweep, point, point_dir), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, check=False)
+    earlier = log_path.read_text(encoding='utf-8') if log_path.exists() else ''
+    log_path.write_text(earlier + result.stdout, encoding='utf-8')
   return _status(point, point_dir, result.returncode, time.time() - start)
 
 
@@ -324,18 +338,15 @@ def _parser() -> argparse.ArgumentParser:
 def check_point_record(sweep: Sweep, point: Point, point_dir: str, write: bool) -> None:
   """Refuses a point directory that a run with other settings wrote (its sweep_point.json); with
   `write`, records this point's settings there."""
-  path = os.path.join(point_dir, 'sweep_point.json')
+  path = epath.Path(point_dir) / 'sweep_point.json'
   wanted = json.loads(json.dumps({'config': sweep.config, 'overrides': point.overrides}))
-  if os.path.exists(path):
-    with open(path, encoding='utf-8') as f:
-      recorded = json.load(f)
+  if path.exists():
+    recorded = json.loads(path.read_text(encoding='utf-8'))
     if recorded != wanted:
       raise ValueError(f'{point_dir} holds a run with other settings ({recorded}, not {wanted}); '
                        'use another --workdir or remove that directory.')
   elif write:
-    os.makedirs(point_dir, exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
-      json.dump(wanted, f)
+    paths.write_text(path, json.dumps(wanted))
 
 
 def _launch(sweep: Sweep, todo: list[tuple[int, Point]], workdir: str, args) -> dict[str, str]:
@@ -363,7 +374,7 @@ def run(args: argparse.Namespace) -> int:
   """Runs (or prints) the sweep's unfinished points, writes the results; 1 if any point failed."""
   sweep = load_sweep(args.file)
   all_points = points(sweep)
-  workdir = os.path.abspath(args.workdir or os.path.join(ROOT, 'workdirs', 'sweeps', sweep.name))
+  workdir = paths.absolute(args.workdir or os.path.join(ROOT, 'workdirs', 'sweeps', sweep.name))
   if args.parallel < 1:
     raise ValueError(f'--parallel must be at least 1, not {args.parallel}.')
   if args.launcher == 'tpu_vm' and not args.zone:

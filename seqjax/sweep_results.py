@@ -2,17 +2,23 @@
 one plot (PNG). See seqjax/sweep.py."""
 
 import csv
+import io
 import json
 import os
 from typing import Any
 
+from etils import epath
+
+from seqjax import paths
+
 
 def read_metrics(point_dir: str) -> list[dict[str, Any]]:
-  path = os.path.join(point_dir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  """The rows of point_dir/metrics.jsonl (local or gs://); [] when there is none yet."""
+  path = epath.Path(point_dir) / 'metrics.jsonl'
+  if not path.exists():
     return []
-  with open(path, encoding='utf-8') as f:
-    return [json.loads(line) for line in f if line.strip()]
+  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines()
+          if line.strip()]
 
 
 def final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -55,15 +61,15 @@ def _cell(value: Any) -> str:
 def write_results(rows: list[dict], workdir: str, title: str, metric: str) -> str:
   """results.csv, results.md and results.png in workdir; returns the Markdown table."""
   columns = _columns(rows)
-  with open(os.path.join(workdir, 'results.csv'), 'w', newline='', encoding='utf-8') as f:
-    writer = csv.DictWriter(f, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows({key: row.get(key) for key in columns} for row in rows)
+  buffer = io.StringIO(newline='')
+  writer = csv.DictWriter(buffer, fieldnames=columns)
+  writer.writeheader()
+  writer.writerows({key: row.get(key) for key in columns} for row in rows)
+  paths.write_text(os.path.join(workdir, 'results.csv'), buffer.getvalue())
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + ' --- |' * len(columns)]
   lines += ['| ' + ' | '.join(_cell(row.get(key)) for key in columns) + ' |' for row in rows]
   table = f'{title}: the last logged value of each metric.\n\n' + '\n'.join(lines) + '\n'
-  with open(os.path.join(workdir, 'results.md'), 'w', encoding='utf-8') as f:
-    f.write(table)
+  paths.write_text(os.path.join(workdir, 'results.md'), table)
   _plot(rows, workdir, title, metric)
   return table
 
@@ -89,5 +95,5 @@ def _plot(rows: list[dict], workdir: str, title: str, metric: str) -> None:
   bars.set_ylabel(metric)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(os.path.join(workdir, 'results.png'), dpi=110)
-  plt.close(fig)
+  from seqjax import plots  # pylint: disable=g-import-not-at-top
+  plots.save(fig, os.path.join(workdir, 'results.png'), dpi=110)

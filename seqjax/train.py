@@ -10,7 +10,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import time
 from typing import Any, Callable, Optional, Sequence
 
@@ -30,10 +29,10 @@ from seqjax import data as data_lib
 from seqjax import decode
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
+from seqjax import final_plots
 from seqjax import metric_writer
 from seqjax import models
 from seqjax import optim
-from seqjax import plots
 from seqjax import preemption
 from seqjax import sharding
 from seqjax import tasks
@@ -302,6 +301,12 @@ def make_decode_fn(exp: Experiment):
                  out_shardings=sharding.replicated(exp.mesh))
 
 
+def packs_rows(cfg: config_lib.Config) -> bool:
+  """Whether training rows are packed (data/packing.py): each process packs its own share of the
+  pairs, so the rows, and the iterator's saved position, depend on the number of processes."""
+  return isinstance(cfg.data, translation.TranslationConfig) and cfg.data.pack
+
+
 def make_train_iterator(exp: Experiment) -> grain.DatasetIterator:
   """The endless, checkpointable iterator of this process's training rows.
 
@@ -314,9 +319,9 @@ def make_train_iterator(exp: Experiment) -> grain.DatasetIterator:
     records, _ = filters.filtered_split(records, exp.tokenizer, cfg.data, 'train',
                                         os.path.join(exp.workdir, 'vocab'),
                                         is_writer=jax.process_index() == 0)
-    if cfg.data.pack:
-      return packing.packed_train_iterator(records, exp.tokenizer, cfg.data,
-                                           rows=cfg.batch_size, seed=cfg.seed, **process)
+  if packs_rows(cfg):
+    return packing.packed_train_iterator(records, exp.tokenizer, cfg.data,
+                                         rows=cfg.batch_size, seed=cfg.seed, **process)
   return batching.train_iterator(records, exp.encoder, batch_size=cfg.batch_size,
                                  seed=cfg.seed, **process)
 
@@ -371,40 +376,6 @@ def evaluate_split(exp: Experiment, params, split: str, fns, num_decode: int) ->
   return metrics
 
 
-def _last_cross_attention(intermediates) -> np.ndarray:
-  """The sown cross-attention weights [b, h, t, s] of the highest decoder layer (a Transformer's
-  decoder_N/cross_attention, or an RNN decoder's one set), averaged over heads: [b, t, s]."""
-  found = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
-    name = jax.tree_util.keystr(path, simple=True, separator='/')
-    if 'cross_attention' in name:
-      layer = re.search(r'decoder_(\d+)', name)
-      found.append((int(layer.group(1)) if layer else 0, leaf))
-  if not found:
-    raise ValueError('The model sows no cross-attention weights to plot.')
-  return np.asarray(max(found, key=lambda item: item[0])[1]).mean(axis=1)
-
-
-def plot_attention(exp: Experiment, decode_fn, params, pairs, path: str) -> None:
-  """Heatmaps of the last decoder layer's cross-attention (mean over heads) on decoded outputs."""
-  batch = next(batching.padded_batches(pairs, exp.encoder, exp.cfg.eval.batch_size))
-  inputs = to_global(exp, batch, True)['inputs']
-  outputs = decode_fn(params, inputs)  # [b, t]
-  apply = jax.jit(functools.partial(exp.model.apply, mutable=['intermediates']))
-  _, state = apply({'params': params}, inputs, outputs)
-  weights = _last_cross_attention(state['intermediates'])  # [b, t, s]
-  examples = []
-  for row in range(len(pairs)):
-    source_ids = [i for i in np.asarray(batch['inputs'][row]) if i != tokenizer_lib.PAD_ID]
-    output_ids = list(np.asarray(outputs[row]))
-    output_len = output_ids.index(tokenizer_lib.EOS_ID) + 1 if tokenizer_lib.EOS_ID in output_ids \
-        else len(output_ids)
-    examples.append((exp.tokenizer.pieces(source_ids),
-                     exp.tokenizer.pieces(output_ids[:output_len]),
-                     weights[row, :output_len, :len(source_ids)]))
-  plots.attention_heatmaps(path, examples, 'cross-attention, last decoder layer, mean over heads')
-
-
 def checkpoint_metadata(exp: Experiment) -> dict[str, Any]:
   """What a checkpoint is only valid with: the tokenizer's size and the hash of its model."""
   if exp.tokenizer is None:
@@ -421,7 +392,8 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
     return create_state(exp), 0
   if jax.process_index() == 0:
     print(f'Resuming from the checkpoint at step {step} in {exp.workdir}.', flush=True)
-  state = checkpointer.restore(step, exp.abstract_state, train_iter, checkpoint_metadata(exp))
+  state = checkpointer.restore(step, exp.abstract_state, train_iter, checkpoint_metadata(exp),
+                               position_per_process=packs_rows(exp.cfg))
   return state, step
 
 
@@ -519,21 +491,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   test_metrics = evaluate_split(exp, state.params, 'test', eval_fns, -1)
   writer.write(cfg.num_train_steps, test_metrics)
   writer.close()
-  if is_main and exp.task.decodes and cfg.eval.num_plot_examples > 0:
-    path = os.path.join(workdir, 'attention.png')
-    pairs = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
-    plot_attention(exp, eval_fns[1], state.params, pairs, path)
-    _LOG.info('Attention heatmaps written to %s', path)
-  if is_main and isinstance(exp.model, models.vit.VisionTransformer) \
-      and cfg.eval.num_plot_examples > 0:
-    path = os.path.join(workdir, 'attention_rollout.png')
-    records = batching.first(exp.load_split('test'), cfg.eval.num_plot_examples)
-    images = np.stack([record['inputs'] for record in records])  # [b, H, W, C]
-    maps, predicted = models.vit.rollout_maps(exp.model, state.params, images)
-    titles = [f'label {record["label"]}, predicted {guess}'
-              for record, guess in zip(records, predicted)]
-    pooled = 'class token' if exp.model.pooling == 'cls' else 'mean of the patches'
-    plots.attention_rollout(path, images, maps, titles,
-                            f'attention rollout (Abnar and Zuidema 2020) into the {pooled}')
-    _LOG.info('Attention rollout maps written to %s', path)
+  # On every process: the plots compute over the whole mesh; process 0 writes them.
+  final_plots.draw(exp, state.params, eval_fns[1], is_writer=is_main)
   return test_metrics

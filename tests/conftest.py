@@ -1,8 +1,14 @@
 """Test set-up before anything imports jax: 8 fake CPU devices, strict numerics, a compilation
-cache."""
+cache, and the environment of the GCS server that the gs:// tests start (tests/gcs_server.py)."""
 
+import itertools
 import os
 import tempfile
+
+from tests import gcs_server
+
+# Before fsspec, gcsfs or tensorstore are imported (they read it once); inherited by subprocesses.
+gcs_server.configure_environment()
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
@@ -28,3 +34,20 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 def rng():
   """A NumPy generator with a fixed seed, so failures reproduce."""
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+  """fake-gcs-server on 127.0.0.1 for the whole session (started in well under a second)."""
+  server = gcs_server.GcsServer(str(tmp_path_factory.mktemp("gcs") / "server.log"))
+  yield server
+  server.stop()
+
+
+_BUCKETS = itertools.count()
+
+
+@pytest.fixture
+def gcs_workdir(gcs):
+  """A gs:// workdir in a fresh bucket of the session's server."""
+  return gcs.create_bucket(f"seqjax-test-{next(_BUCKETS)}") + "/workdir"

@@ -45,11 +45,16 @@ def start_child(workdir: str, overrides: dict, *flags: str) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True)
 
 
+def logged_rows(workdir: str) -> list[dict]:
+  """Every line of WORKDIR/metrics.jsonl (local or gs://), in order."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  text = (epath.Path(workdir) / 'metrics.jsonl').read_text(encoding='utf-8')
+  return [json.loads(line) for line in text.splitlines()]
+
+
 def logged_losses(workdir: str) -> list[tuple[int, float]]:
   """(step, train_loss) of every line of metrics.jsonl, in order (a resumed run repeats steps)."""
-  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
-    rows = [json.loads(line) for line in f]
-  return [(row['step'], row['train_loss']) for row in rows if 'train_loss' in row]
+  return [(row['step'], row['train_loss']) for row in logged_rows(workdir) if 'train_loss' in row]
 
 
 def saved_state(workdir: str, step: int) -> dict:
@@ -87,6 +92,7 @@ def _kill_self() -> None:
 
 def _run_child(workdir: str, overrides: dict, flags: list[str]) -> None:
   import jax  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   from seqjax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from seqjax import train  # pylint: disable=g-import-not-at-top
   options = dict(flag.lstrip('-').split('=') for flag in flags)
@@ -103,8 +109,10 @@ def _run_child(workdir: str, overrides: dict, flags: list[str]) -> None:
       def dying_train_step(state, batch):
         state, metrics = train_step(state, batch)
         if int(jax.device_get(state.step)) == kill_step:
-          _wait_for(lambda: os.path.exists(os.path.join(checkpoints, str(last_save))),
-                    f'checkpoint {last_save}')
+          # orbax's marker of a committed save (locally in the renamed directory; on gs://,
+          # where nothing is renamed, written last)
+          committed = epath.Path(checkpoints) / str(last_save) / 'commit_success.txt'
+          _wait_for(committed.exists, f'checkpoint {last_save}')
           _kill_self()
         return state, metrics
       return dying_train_step

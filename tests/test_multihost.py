@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -19,10 +20,11 @@ from tests import test_preemption
 TIMEOUT = 300  # seconds for a pair of processes: start, compile, train, evaluate
 
 # The date task with a one-layer Transformer: exercises the tokenizer (written by process 0),
-# sharded training, and the multi-host evaluation with greedy decoding.
+# sharded training, the multi-host evaluation with greedy decoding and, with the config's own
+# plot settings, the attention heatmaps computed over the mesh after training.
 DATES = {'num_train_steps': 4, 'log_every_steps': 1, 'eval_every_steps': 100,
          'checkpoint_every_steps': 4, 'eval.num_decode_examples': 16,
-         'eval.num_plot_examples': 0, 'data.num_eval_examples': 32, 'eval.batch_size': 16,
+         'data.num_eval_examples': 32, 'eval.batch_size': 16,
          'model.num_encoder_layers': 1, 'model.num_decoder_layers': 1}
 
 
@@ -32,7 +34,7 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _start_pair(command) -> list[subprocess.Popen]:
+def start_pair(command) -> list[subprocess.Popen]:
   """Processes 0 and 1 of a 2-process run, 4 fake CPU devices each."""
   address = f'127.0.0.1:{_free_port()}'
   return [subprocess.Popen(
@@ -41,14 +43,20 @@ def _start_pair(command) -> list[subprocess.Popen]:
       stderr=subprocess.PIPE, text=True) for i in range(2)]
 
 
-def _finish(processes, timeout=TIMEOUT) -> list[str]:
-  """stderr of each process, once both have exited (both are killed on a timeout)."""
+def finish(processes, timeout=TIMEOUT) -> list[str]:
+  """stderr of each process, once both have exited; when one has not exited within `timeout`
+  seconds (a host left waiting in a collective), both are killed and the test fails, showing
+  where each had got to."""
+  deadline = time.time() + timeout
   try:
-    return [process.communicate(timeout=timeout)[1] for process in processes]
-  finally:
+    return [process.communicate(timeout=max(deadline - time.time(), 1))[1]
+            for process in processes]
+  except subprocess.TimeoutExpired:
     for process in processes:
-      if process.poll() is None:
-        process.kill()
+      process.kill()
+    tails = [f'process {i}: ...{process.communicate()[1][-1500:]}'
+             for i, process in enumerate(processes)]
+    raise AssertionError(f'not exited within {timeout} s\n' + '\n'.join(tails)) from None
 
 
 def _rows(workdir: str) -> list[dict]:
@@ -59,10 +67,11 @@ def _rows(workdir: str) -> list[dict]:
 def test_two_processes_of_four_devices_match_one_of_eight(tmp_path):
   command = [sys.executable, '-m', 'seqjax.main', '--config=configs/default.py:smoke',
              f'--workdir={tmp_path / "two"}', *(f'--config.{k}={v}' for k, v in DATES.items())]
-  processes = _start_pair(command)
-  stderrs = _finish(processes)
+  processes = start_pair(command)
+  stderrs = finish(processes)
   for process, stderr in zip(processes, stderrs):
     assert process.returncode == 0, stderr[-3000:]
+  assert (tmp_path / 'two' / 'attention.png').stat().st_size > 1000  # drawn on both, written once
 
   config = default.get_config('smoke')
   for key, value in DATES.items():
@@ -81,12 +90,12 @@ def test_two_processes_of_four_devices_match_one_of_eight(tmp_path):
 def test_sigterm_to_one_host_stops_both_at_the_same_step(tmp_path):
   workdir = str(tmp_path)
   overrides = {**test_preemption.PREEMPTED, 'preemption_check_every_steps': 2}
-  processes = _start_pair(test_preemption.cli_command(workdir, overrides))
+  processes = start_pair(test_preemption.cli_command(workdir, overrides))
   try:
     test_preemption.wait_for_logged_step(workdir, 3, processes[0])
     processes[1].send_signal(signal.SIGTERM)  # process 1 only: the hosts must agree
   finally:
-    stderrs = _finish(processes, timeout=120)
+    stderrs = finish(processes, timeout=120)
   steps = []
   for process, stderr in zip(processes, stderrs):
     assert process.returncode == preemption.EXIT_CODE, stderr[-3000:]

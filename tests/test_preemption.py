@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from etils import epath
+
 from seqjax import preemption
 from seqjax import train
 from tests import reliability_helpers as helpers
@@ -32,10 +34,10 @@ def wait_for_logged_step(workdir: str, step: int, process: subprocess.Popen,
                          timeout: float = 240.0) -> None:
   """Blocks until metrics.jsonl reports `step` (training is under way, the handler installed)."""
   deadline = time.time() + timeout
-  path = os.path.join(workdir, 'metrics.jsonl')
+  path = epath.Path(workdir) / 'metrics.jsonl'  # local or gs://
   while time.time() < deadline:
     assert process.poll() is None, process.communicate()[1][-3000:]
-    if os.path.exists(path) and any(s >= step for s, _ in helpers.logged_losses(workdir)):
+    if path.exists() and any(s >= step for s, _ in helpers.logged_losses(workdir)):
       return
     time.sleep(0.01)
   raise TimeoutError(f'step {step} not logged in {timeout} s')

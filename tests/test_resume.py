@@ -34,7 +34,9 @@ def _killed(workdir: str, *flags: str) -> None:
   assert child.returncode == -signal.SIGKILL, stderr[-3000:]
 
 
-def _assert_resumed_run_matches(workdir: str, reference: str, repeated_steps) -> None:
+def assert_resumed_run_matches(workdir: str, reference: str, repeated_steps) -> None:
+  """Steps 1..8 logged (those in repeated_steps twice) with the reference's losses, and the same
+  final state, bit for bit."""
   losses = collections.defaultdict(list)
   for step, loss in helpers.logged_losses(workdir):
     losses[step].append(loss)
@@ -53,7 +55,7 @@ def test_sigkill_off_the_save_interval_then_resume_is_bit_identical(reference, t
   # Step 4 was logged twice (before the kill, during step 5, and after the resume from step 3);
   # an epoch of the 40 examples ends inside step 5, so the resumed iterator crossed an epoch
   # boundary.
-  _assert_resumed_run_matches(workdir, reference, repeated_steps={4})
+  assert_resumed_run_matches(workdir, reference, repeated_steps={4})
 
 
 def test_sigkill_during_an_async_save_leaves_the_previous_checkpoint(reference, tmp_path):
@@ -70,4 +72,4 @@ def test_sigkill_during_an_async_save_leaves_the_previous_checkpoint(reference, 
   assert os.listdir(directory) == ['3']
   helpers.assert_trees_equal(helpers.saved_state(workdir, 3), helpers.saved_state(reference, 3))
   train.train_and_evaluate(helpers.tiny_config(), workdir)
-  _assert_resumed_run_matches(workdir, reference, repeated_steps={4, 5, 6})
+  assert_resumed_run_matches(workdir, reference, repeated_steps={4, 5, 6})

@@ -7,10 +7,12 @@ import io
 import os
 from typing import Iterable, Sequence
 
+from etils import epath
 import numpy as np
 import sentencepiece as spm
 
 from seqjax import errors
+from seqjax import paths
 
 PAD_ID = 0
 EOS_ID = 1
@@ -30,8 +32,8 @@ class Tokenizer:
 
   @classmethod
   def load(cls, path: str) -> 'Tokenizer':
-    with open(path, 'rb') as f:
-      return cls(f.read())
+    """The model file at `path` (local or a gs:// URL)."""
+    return cls(epath.Path(path).read_bytes())
 
   @property
   def vocab_size(self) -> int:
@@ -67,16 +69,14 @@ def train(texts: Iterable[str], vocab_size: int, model_type: str) -> Tokenizer:
 
 def load_or_train(path: str, texts: Iterable[str], vocab_size: int, model_type: str,
                   is_writer: bool = True) -> Tokenizer:
-  """The model at `path` if it exists, else one trained from `texts` and saved there atomically.
+  """The model at `path` (local or a gs:// URL) if it exists, else one trained from `texts` and
+  saved there atomically. SentencePiece trains and loads in memory, so no local copy is needed.
 
   Only the writer process saves; the others train the same model deterministically in memory.
   """
-  if os.path.exists(path):
+  if epath.Path(path).exists():
     return Tokenizer.load(path)
   tokenizer = train(texts, vocab_size, model_type)
   if is_writer:
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    with open(path + '.tmp', 'wb') as f:
-      f.write(tokenizer.model_proto)
-    os.replace(path + '.tmp', path)
+    paths.write_bytes(path, tokenizer.model_proto)
   return tokenizer

@@ -194,20 +194,27 @@ def _layer_weights(intermediates: Any) -> list[Array]:
 def rollout_maps(model: VisionTransformer, params: Any,
                  images: Array) -> tuple[np.ndarray, np.ndarray]:
   """(maps [b, g_h, g_w], predicted classes [b]): per image, how much each patch contributes to
-  the pooled representation, and the model's answer.
+  the pooled representation, and the model's answer (see `rollout_from_outputs`)."""
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x, mutable=['intermediates']))
+  logits, state = apply(params, images)  # [b, c], the sown weights
+  return rollout_from_outputs(model, logits, state['intermediates'], images.shape[1:3])
+
+
+def rollout_from_outputs(model: VisionTransformer, logits: Array, intermediates: Any,
+                         image_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+  """rollout_maps from the logits [b, c] and sown intermediates of a model.apply on images of
+  `image_size` (H, W) (the caller jits the apply, e.g. over a multi-host mesh).
 
   For pooling='cls' the class token's row of the rollout; for 'gap' the mean of the patches'
   rows. Each map is scaled to a maximum of 1 for display. The weights are the dot-product
   weights of each layer's queries and keys (seqjax/attention.py `attention_weights`): for the
   position-based attention functions they leave out the position terms.
   """
-  apply = jax.jit(lambda p, x: model.apply({'params': p}, x, mutable=['intermediates']))
-  logits, state = apply(params, images)  # [b, c], the sown weights
-  rollout = attention_rollout(_layer_weights(state['intermediates']))  # [b, t, t]
+  rollout = attention_rollout(_layer_weights(intermediates))  # [b, t, t]
   if model.pooling == 'cls':
     flow = rollout[:, 0, 1:]  # [b, n]: the class token's row, over the patches
   else:
     flow = jnp.mean(rollout, axis=1)  # [b, n]
   flow = np.asarray(flow / jnp.max(flow, axis=-1, keepdims=True))
-  grid_h, grid_w = images.shape[1] // model.patch_size, images.shape[2] // model.patch_size
+  grid_h, grid_w = image_size[0] // model.patch_size, image_size[1] // model.patch_size
   return flow.reshape(-1, grid_h, grid_w), np.asarray(jnp.argmax(logits, axis=-1))
