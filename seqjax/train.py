@@ -477,10 +477,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
     writer = metric_writer.MetricWriter(workdir, enabled=is_main)
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                                cfg.keep_checkpoints)
-    train_iter = make_train_iterator(exp)
-    state, start_step = restore_or_create(exp, checkpointer, train_iter)
-    eval_fns = (make_eval_step(exp), make_decode_fn(exp))
-    try:
+    try:  # closed on any error too: orbax's background threads must not outlive the run
+      train_iter = make_train_iterator(exp)
+      state, start_step = restore_or_create(exp, checkpointer, train_iter)
+      eval_fns = (make_eval_step(exp), make_decode_fn(exp))
       state = _train_loop(exp, state, start_step, train_iter, checkpointer, writer, eval_fns,
                           watcher)
     finally:
