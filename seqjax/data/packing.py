@@ -27,6 +27,7 @@ batches depend on the number of workers, so a resumed run must keep it.
 
 from typing import Any
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -200,6 +201,10 @@ def packed_train_iterator(corpus: token_corpus.TokenCorpus, config, *, rows: int
                           target_length=config.max_target_length, seed=seed,
                           offset=process_index, stride=process_count)
   if num_workers:
+    if not flags.FLAGS.is_parsed():
+      # grain's workers read one of its absl flags; a program that parsed none (a notebook, a
+      # test calling train_and_evaluate) would fail there, so take the defaults.
+      flags.FLAGS.mark_as_parsed()
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=num_workers, per_worker_buffer_size=_PREFETCH))
   else:
