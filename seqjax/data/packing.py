@@ -114,7 +114,7 @@ class _PackedBatchIterator(grain.DatasetIterator):
 
   def __init__(self, dataset: PackedBatches):
     super().__init__()
-    self._d = dataset
+    self._dataset = dataset
     corpus = dataset.corpus
     self._starts = corpus.starts
     self._lengths = corpus.index[:, 1:].astype(np.int64)  # [k, 2]
@@ -124,7 +124,8 @@ class _PackedBatchIterator(grain.DatasetIterator):
                        f'{dataset.stride}-th from {dataset.offset}.')
     # The most examples a batch can hold (each has at least 2 tokens a side), plus the one that
     # closes it.
-    self._window = dataset.rows * min(dataset.source_length, dataset.target_length) // 2 + 1
+    self._max_window = dataset.rows * min(dataset.source_length, dataset.target_length) // 2 + 1
+    self._last_count = 0
     self._orders: dict[int, np.ndarray] = {}
     self._position, self._batches = 0, 0
 
@@ -132,9 +133,10 @@ class _PackedBatchIterator(grain.DatasetIterator):
     """This shard's examples in epoch `epoch`'s order."""
     if epoch not in self._orders:
       self._orders = {e: o for e, o in self._orders.items() if e == epoch - 1}
-      d = self._d
-      permutation = np.random.default_rng([d.seed, epoch]).permutation(len(d.corpus))
-      self._orders[epoch] = permutation[d.offset::d.stride]
+      dataset = self._dataset
+      rng = np.random.default_rng([dataset.seed, epoch])
+      permutation = rng.permutation(len(dataset.corpus))
+      self._orders[epoch] = permutation[dataset.offset::dataset.stride]
     return self._orders[epoch]
 
   def _upcoming(self, count: int) -> np.ndarray:
@@ -149,25 +151,33 @@ class _PackedBatchIterator(grain.DatasetIterator):
     return np.concatenate(parts)
 
   def __next__(self) -> dict[str, np.ndarray]:
-    d = self._d
-    examples = self._upcoming(self._window)
-    lengths = self._lengths[examples]  # [window, 2]
-    row_of = first_fit(lengths[:, 0], lengths[:, 1], d.rows, d.source_length, d.target_length)
+    dataset = self._dataset
+    # Look ahead about twice the last batch's examples; all of the most a batch can hold when
+    # that was too few (first-fit's result does not depend on how far it may look).
+    window = min(2 * self._last_count + 64, self._max_window)
+    while True:
+      examples = self._upcoming(window)
+      lengths = self._lengths[examples]  # [window, 2]
+      row_of = first_fit(lengths[:, 0], lengths[:, 1], dataset.rows, dataset.source_length,
+                         dataset.target_length)
+      if len(row_of) < window or window == self._max_window:
+        break
+      window = self._max_window
     if not len(row_of):
       raise ValueError(f'Example {examples[0]} ({lengths[0].tolist()} tokens) is longer than a '
-                       f'row of {d.source_length} + {d.target_length}.')
-    count = len(row_of)
+                       f'row of {dataset.source_length} + {dataset.target_length}.')
+    count = self._last_count = len(row_of)
     examples, lengths = examples[:count], lengths[:count]
-    rng = np.random.default_rng([d.seed, d.offset, d.stride, self._batches])
-    row_of = rng.permutation(d.rows)[row_of]  # the rows in a random order, as grain's packer
+    rng = np.random.default_rng([dataset.seed, dataset.offset, dataset.stride, self._batches])
+    row_of = rng.permutation(dataset.rows)[row_of]  # rows in a random order, as grain's packer
     starts = self._starts[examples]
-    ids = d.corpus.ids
+    ids = dataset.corpus.ids
     batch = {}
     for side, width, side_starts, side_lengths in (
-        ('inputs', d.source_length, starts, lengths[:, 0]),
-        ('targets', d.target_length, starts + lengths[:, 0], lengths[:, 1])):
-      tokens, segmentation, position = fill_side(ids, side_starts, side_lengths, row_of, d.rows,
-                                                 width)
+        ('inputs', dataset.source_length, starts, lengths[:, 0]),
+        ('targets', dataset.target_length, starts + lengths[:, 0], lengths[:, 1])):
+      tokens, segmentation, position = fill_side(ids, side_starts, side_lengths, row_of,
+                                                 dataset.rows, width)
       batch.update({side: tokens, side + '_segmentation': segmentation,
                     side + '_position': position})
     self._position += count
