@@ -101,8 +101,9 @@ def _run_child(workdir: str) -> None:
     def dying_train_step(state, batch):
       state, metrics = train_step(state, batch)
       if int(jax.device_get(state.step)) == KILL_AFTER_STEP:
-        helpers._wait_for(lambda: os.path.exists(checkpoint), 'checkpoint 3')  # pylint: disable=protected-access
-        helpers._kill_self()  # pylint: disable=protected-access
+        # pylint: disable=protected-access
+        helpers._wait_for(lambda: os.path.exists(checkpoint), 'checkpoint 3')
+        helpers._kill_self()
       return state, metrics
     return dying_train_step
   train.make_train_step = make_dying_train_step

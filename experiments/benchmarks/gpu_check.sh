@@ -70,7 +70,7 @@ timeout 240 "$PYTHON" experiments/benchmarks/train_loop.py --dtype bfloat16 --st
 "$PYTHON" - <<'PY' || true
 import json
 report = json.load(open('/tmp/train_loop.json'))
-pipeline, constant = report['pipeline'], report['constant_batch']
+pipeline, constant = report['pipeline'], report['constant']
 print(f"input pipeline {pipeline['steps_per_second']} steps/s, data_wait_fraction "
       f"{pipeline['data_wait_fraction']:.1%}, {pipeline['tokens_per_second']:,} tokens/s | "
       f"constant batch {constant['steps_per_second']} steps/s | ratio "

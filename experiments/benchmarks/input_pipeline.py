@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from seqjax.data import filters  # noqa: E402  pylint: disable=g-import-not-at-top
 from seqjax.data import packing  # noqa: E402  pylint: disable=g-import-not-at-top
 from seqjax.data import token_corpus  # noqa: E402  pylint: disable=g-import-not-at-top
-from seqjax.data import tokenizer as tokenizer_lib  # noqa: E402  pylint: disable=g-import-not-at-top
+from seqjax.data import tokenizer as tokenizer_lib  # noqa: E402
 from seqjax.data import translation  # noqa: E402  pylint: disable=g-import-not-at-top
 
 ROWS, LENGTH = 96, 256
@@ -100,19 +100,29 @@ def make_corpus(count: int, seed: int = 0) -> list[tuple[str, str]]:
   return list(zip(_sentences(rng, english, source), _sentences(rng, german, target)))
 
 
-def baseline_iterator(kept: filters.Subset, tokenizer: tokenizer_lib.Tokenizer, seed: int = 0):
+_RENAMES = {'inputs_segment_ids': 'inputs_segmentation', 'targets_segment_ids':
+            'targets_segmentation', 'inputs_positions': 'inputs_position',
+            'targets_positions': 'targets_position'}
+
+
+def baseline_iterator(kept: filters.Subset, tokenizer: tokenizer_lib.Tokenizer, seed: int = 0,
+                      rows: int = ROWS, length: int = LENGTH):
   """seqjax's packed iterator before the token cache (seqjax/data/packing.py as it was): each
-  pair encoded by SentencePiece when drawn, then grain's first-fit packing."""
+  pair encoded by SentencePiece when drawn, then grain's first-fit packing, in the training
+  process."""
   def encode(pair):
     source_ids, target_ids = tokenizer.encode(pair)
     return {'inputs': np.asarray(source_ids + [tokenizer_lib.EOS_ID], np.int32),
             'targets': np.asarray(target_ids + [tokenizer_lib.EOS_ID], np.int32)}
+
+  def rename(row):
+    return {_RENAMES.get(key, key): value.astype(np.int32) for key, value in row.items()}
   examples = (grain.MapDataset.source(kept).shuffle(seed=seed).repeat().map(encode)
               .to_iter_dataset())
   packed = grain.experimental.FirstFitPackIterDataset(
-      examples, length_struct={'inputs': LENGTH, 'targets': LENGTH}, num_packing_bins=ROWS,
+      examples, length_struct={'inputs': length, 'targets': length}, num_packing_bins=rows,
       seed=seed, shuffle_bins=True)
-  return iter(packed.batch(ROWS))
+  return iter(packed.batch(rows).map(rename))
 
 
 def _real_tokens(batch) -> int:
