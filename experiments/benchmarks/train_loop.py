@@ -146,7 +146,8 @@ def run(config, workdir: str, feed: str, model_vocab: int) -> dict:
     watcher.close()
     writer.close()
   with open(os.path.join(run_dir, 'metrics.jsonl'), encoding='utf-8') as f:
-    rows = [json.loads(line) for line in f][1:]  # the first window holds the compilation
+    rows = [row for row in map(json.loads, f) if 'steps_per_second' in row]
+  rows = rows[1:]  # the first window holds the compilation
   return {'steps_per_second': round(float(np.median([r['steps_per_second'] for r in rows])), 3),
           'data_wait_fraction': round(float(np.mean([r['data_wait_fraction'] for r in rows])), 4),
           'tokens_per_second': round(float(np.median([r['tokens_per_second'] for r in rows]))),
