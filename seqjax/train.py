@@ -37,8 +37,9 @@ from seqjax import preemption
 from seqjax import sharding
 from seqjax import tasks
 from seqjax.data import batching
-from seqjax.data import filters
 from seqjax.data import packing
+from seqjax.data import prefetch
+from seqjax.data import token_corpus
 from seqjax.data import translation
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -310,18 +311,20 @@ def packs_rows(cfg: config_lib.Config) -> bool:
 def make_train_iterator(exp: Experiment) -> grain.DatasetIterator:
   """The endless, checkpointable iterator of this process's training rows.
 
-  Translation datasets (data/translation.py) train on their filtered training split (the counts
-  are logged once), packed into rows of max_*_length tokens when data.pack is set.
+  Translation datasets (data/translation.py) train on their filtered training split, tokenized
+  once into a cache next to the vocabulary (data/token_corpus.py; the filter counts are logged),
+  packed into rows of max_*_length tokens when data.pack is set.
   """
   cfg, records = exp.cfg, exp.load_split('train')
   process = dict(process_index=jax.process_index(), process_count=jax.process_count())
   if isinstance(cfg.data, translation.TranslationConfig):
-    records, _ = filters.filtered_split(records, exp.tokenizer, cfg.data, 'train',
-                                        os.path.join(exp.workdir, 'vocab'),
-                                        is_writer=jax.process_index() == 0)
-  if packs_rows(cfg):
-    return packing.packed_train_iterator(records, exp.tokenizer, cfg.data,
-                                         rows=cfg.batch_size, seed=cfg.seed, **process)
+    cache = dict(split='train', cache_dir=os.path.join(exp.workdir, 'vocab'),
+                 is_writer=jax.process_index() == 0)
+    if packs_rows(cfg):
+      corpus = token_corpus.load_or_build(records, exp.tokenizer, cfg.data, **cache)
+      return packing.packed_train_iterator(corpus, cfg.data, rows=cfg.batch_size, seed=cfg.seed,
+                                           num_workers=cfg.data.num_workers, **process)
+    records, _ = token_corpus.filtered_split(records, exp.tokenizer, cfg.data, **cache)
   return batching.train_iterator(records, exp.encoder, batch_size=cfg.batch_size,
                                  seed=cfg.seed, **process)
 
@@ -421,17 +424,31 @@ def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
 
   Raises FloatingPointError after too many non-finite steps in a row (before any save), and
   Preempted after saving, at a step all processes agree on, when one of them got SIGTERM.
+
+  Batches reach the mesh ahead of their step (data/prefetch.py), and the loop blocks on the
+  previous step's loss after queueing the next, so at most one step waits behind the running one
+  and the progress bar moves with the device. Each logged line has `steps_per_second` and
+  `data_wait_fraction`: the part of the wall time the loop spent waiting for its next batch.
   """
   cfg = exp.cfg
   train_step = make_train_step(exp)
   metadata = checkpoint_metadata(exp)
-  tokens, last_time, last_step, skipped = 0, time.time(), start_step, 0
+  processes = jax.process_count()
+  batches = prefetch.DevicePrefetch(
+      train_iter, lambda batch: (batching.num_tokens(batch) * processes, to_global(exp, batch)))
+  tokens, last_time, last_step, skipped, waited = 0, time.time(), start_step, 0, 0.0
+  previous_loss = None
   with tqdm(total=cfg.num_train_steps, initial=start_step, disable=jax.process_index() != 0,
             desc='train', unit='step', dynamic_ncols=True) as progress:
     for step in range(start_step + 1, cfg.num_train_steps + 1):
-      host_batch = next(train_iter)
-      tokens += batching.num_tokens(host_batch) * jax.process_count()
-      state, metrics = train_step(state, to_global(exp, host_batch))
+      asked = time.time()
+      batch_tokens, batch = next(batches)
+      waited += time.time() - asked
+      tokens += batch_tokens
+      state, metrics = train_step(state, batch)
+      if previous_loss is not None:
+        previous_loss.block_until_ready()
+      previous_loss = metrics['train_loss']
       progress.update()
       last = step == cfg.num_train_steps
       if step % cfg.log_every_steps == 0 or last:
@@ -444,21 +461,23 @@ def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
         elapsed, last_time = time.time() - last_time, time.time()
         metrics['tokens_per_second'] = tokens / elapsed
         metrics['steps_per_second'] = (step - last_step) / elapsed
-        tokens, last_step = 0, step
+        metrics['data_wait_fraction'] = waited / elapsed
+        tokens, last_step, waited = 0, step, 0.0
         writer.write(step, metrics)
         progress.set_postfix(loss=f'{metrics["train_loss"]:.3f}',
-                             tok_s=f'{metrics["tokens_per_second"]:.0f}')
+                             tok_s=f'{metrics["tokens_per_second"]:.0f}',
+                             data_wait=f'{metrics["data_wait_fraction"]:.0%}')
       preempted = watcher.should_stop(step)
       if step % cfg.checkpoint_every_steps == 0 or last or preempted:
         check_finite(cfg, state, step)  # a run of non-finite steps is never saved
-        checkpointer.save(step, state, train_iter, metadata)
+        checkpointer.save(step, state, batches, metadata)
       if preempted:
         checkpointer.wait()
         raise preemption.Preempted(step, exp.workdir)
       if step % cfg.eval_every_steps == 0 or last:
         writer.write(step, evaluate_split(exp, state.params, 'eval', eval_fns,
                                           cfg.eval.num_decode_examples))
-        last_time = time.time()  # evaluation time is not training throughput
+        last_time, waited = time.time(), 0.0  # evaluation time is not training throughput
   checkpointer.wait()
   return state
 

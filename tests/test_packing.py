@@ -1,5 +1,7 @@
 """Packing: every example once, within its row's budget, and the same loss as alone in a row."""
 
+import collections
+
 import flax
 import grain
 import jax
@@ -11,6 +13,8 @@ from seqjax import checkpoint as checkpoint_lib
 from seqjax import tasks
 from seqjax.data import filters
 from seqjax.data import packing
+from seqjax.data import prefetch
+from seqjax.data import token_corpus
 from seqjax.data import tokenizer as tokenizer_lib
 from seqjax.data import translation
 from seqjax.models import transformer
@@ -32,10 +36,33 @@ def _random_examples(rng, count, max_source, max_target):
   return examples
 
 
-def _pack_all(examples, rows, seed=0):
-  dataset = grain.MapDataset.source(examples).to_iter_dataset()
-  return list(packing.pack(dataset, source_length=SOURCE_LENGTH, target_length=TARGET_LENGTH,
-                           rows=rows, seed=seed))
+def _corpus(directory, examples) -> token_corpus.TokenCorpus:
+  """A TokenCorpus of `examples` (their ids as the cache stores them), written to `directory`."""
+  ids = np.concatenate([np.concatenate([e['inputs'], e['targets']]) for e in examples])
+  path = str(directory / 'ids.bin')
+  ids.astype(np.uint16).tofile(path)
+  index = np.array([(i, len(e['inputs']), len(e['targets'])) for i, e in enumerate(examples)],
+                   np.int32)
+  counts = filters.FilterCounts(len(examples), len(examples), 0, 0, 0)
+  return token_corpus.TokenCorpus(path, 'uint16', len(ids), index, counts)
+
+
+def _batches(corpus, rows, seed=0, **shard):
+  return iter(packing.PackedBatches(corpus, rows=rows, source_length=SOURCE_LENGTH,
+                                    target_length=TARGET_LENGTH, seed=seed, **shard))
+
+
+def _pack_all(directory, examples, rows, seed=0):
+  """Batches until every example was taken once (the last batch may hold the next epoch's)."""
+  iterator = _batches(_corpus(directory, examples), rows, seed)
+  batches = []
+  while iterator.get_state()['position'] < len(examples):
+    batches.append(next(iterator))
+  return batches, iterator.get_state()['position']
+
+
+def _key(example):
+  return tuple(example['inputs']), tuple(example['targets'])
 
 
 def _unpack(batches):
@@ -59,29 +86,80 @@ def _unpack(batches):
   return found
 
 
-def test_packing_keeps_every_example_once_within_the_row_budget(rng):
+def test_packing_keeps_every_example_once_within_the_row_budget(rng, tmp_path):
   examples = _random_examples(rng, 300, SOURCE_LENGTH, TARGET_LENGTH)
-  batches = _pack_all(examples, rows=4)
+  batches, taken = _pack_all(tmp_path, examples, rows=4)
   for batch in batches:
-    assert batch['inputs'].shape[1:] == (SOURCE_LENGTH,)
-    assert batch['targets'].shape[1:] == (TARGET_LENGTH,)
+    assert batch['inputs'].shape == (4, SOURCE_LENGTH)
+    assert batch['targets'].shape == (4, TARGET_LENGTH)
     assert all(batch[key].dtype == np.int32 for key in batch)
-  expected = sorted((tuple(e['inputs']), tuple(e['targets'])) for e in examples)
-  assert sorted(_unpack(batches)) == expected
+  # Every example of the epoch once, whole; the batch that ends it takes the next epoch's first.
+  found = collections.Counter(_unpack(batches))
+  assert sum(found.values()) == taken
+  assert set(found) == {_key(e) for e in examples}
+  assert sum(count - 1 for count in found.values()) == taken - len(examples)
   real_tokens = sum(int((b['inputs'] > 0).sum() + (b['targets'] > 0).sum()) for b in batches)
-  assert real_tokens == sum(len(e['inputs']) + len(e['targets']) for e in examples)
+  assert real_tokens == sum(len(a) + len(b) for a, b in found.elements())
   # Packing is worth it: short examples share rows.
   short = _random_examples(rng, 300, SOURCE_LENGTH // 3, TARGET_LENGTH // 3)
-  short_batches = _pack_all(short, rows=4)
-  assert len(_unpack(short_batches)) == len(short)
+  short_batches, _ = _pack_all(tmp_path, short, rows=4)
   assert sum(len(b['inputs']) for b in short_batches) < 0.4 * len(short)
 
 
-def test_packing_refuses_an_example_longer_than_a_row(rng):
+def test_packing_fills_the_rows_grain_first_fit_fills(rng, tmp_path):
+  """Independent reference: grain's FirstFitPackIterDataset on the same order of examples puts
+  the same examples together in each batch's rows."""
+  examples = _random_examples(rng, 200, SOURCE_LENGTH, TARGET_LENGTH)
+  iterator = _batches(_corpus(tmp_path, examples), rows=4, seed=5)
+  ours = [next(iterator) for _ in range(6)]
+  order = np.random.default_rng([5, 0]).permutation(len(examples))  # the first epoch's order
+  reference = grain.experimental.FirstFitPackIterDataset(
+      grain.MapDataset.source([examples[i] for i in order]).to_iter_dataset(),
+      length_struct={'inputs': SOURCE_LENGTH, 'targets': TARGET_LENGTH}, num_packing_bins=4,
+      shuffle_bins=False).batch(4)
+  for mine, theirs in zip(ours, reference):
+    def rows(batch, segmentation):
+      return sorted(tuple(map(tuple, (batch['inputs'][r], batch['targets'][r])))
+                    for r in range(4) if batch[segmentation][r].any())
+    assert rows(mine, 'inputs_segmentation') == rows(theirs, 'inputs_segment_ids')
+
+
+def test_first_fit_matches_a_loop_over_rows(rng):
+  source, target = rng.integers(1, 30, 500), rng.integers(1, 30, 500)
+  got = packing.first_fit(source, target, rows=5, source_length=40, target_length=35)
+  room = [[40, 35] for _ in range(5)]
+  want = []
+  for n, m in zip(source, target):
+    row = next((r for r in range(5) if room[r][0] >= n and room[r][1] >= m), None)
+    if row is None:
+      break
+    room[row][0] -= n
+    room[row][1] -= m
+    want.append(row)
+  assert got.tolist() == want and len(want) < 500
+
+
+def test_process_shards_split_every_epoch_between_them(rng, tmp_path):
+  examples = _random_examples(rng, 101, SOURCE_LENGTH, TARGET_LENGTH)
+  corpus = _corpus(tmp_path, examples)
+  found = collections.Counter()
+  for index in range(2):
+    iterator = _batches(corpus, rows=3, offset=index, stride=2)
+    batches = []
+    while iterator.get_state()['position'] < (len(examples) + 1 - index) // 2:
+      batches.append(next(iterator))
+    excess = iterator.get_state()['position'] - (len(examples) + 1 - index) // 2
+    shard = collections.Counter(_unpack(batches))
+    assert sum(count - 1 for count in shard.values()) == excess
+    found.update(set(shard))
+  assert found == collections.Counter(_key(e) for e in examples)  # each in one shard only
+
+
+def test_packing_refuses_an_example_longer_than_a_row(rng, tmp_path):
   examples = _random_examples(rng, 5, SOURCE_LENGTH, TARGET_LENGTH)
   examples[3]['inputs'] = np.ones(SOURCE_LENGTH + 1, np.int32)
-  with pytest.raises(ValueError, match='truncated to max length'):
-    _pack_all(examples, rows=2)
+  with pytest.raises(ValueError, match='longer than a row'):
+    _pack_all(tmp_path, examples, rows=2)
 
 
 def test_shift_right_starts_every_segment_with_zero():
@@ -102,9 +180,9 @@ def _token_losses(logits, targets):
 
 
 @pytest.mark.parametrize('attention', ['dot_product', 'rope', 'relative'])
-def test_packed_rows_give_each_example_its_unpacked_loss(rng, attention):
+def test_packed_rows_give_each_example_its_unpacked_loss(rng, tmp_path, attention):
   examples = _random_examples(rng, 12, 10, 9)
-  batch = _pack_all(examples, rows=3)[0]
+  batch = _pack_all(tmp_path, examples, rows=3)[0][0]
   assert batch['inputs_segmentation'].max() >= 2  # rows really hold several examples
   model = transformer.Transformer(vocab_size=VOCAB, attention=attention, **TINY)
   params = model.init(jax.random.key(0), batch['inputs'][:1], batch['targets'][:1])['params']
@@ -140,16 +218,19 @@ def tiny_tokenizer():
   return tokenizer_lib.train(texts, vocab_size=60, model_type='unigram')
 
 
-def test_packed_iterator_resumes_exactly_from_a_checkpoint(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_packed_iterator_resumes_exactly_from_a_checkpoint(tmp_path, tiny_tokenizer, num_workers):
   pairs = [(f'the {n} cats', f'sat on {n * 7} mats ' * (n % 4 + 1)) for n in range(200)]
   config = translation.TranslationConfig(max_source_length=16, max_target_length=40)
-  kept, counts = filters.filter_pairs(pairs, tiny_tokenizer, config)
-  assert 0 < counts.too_long < len(pairs) and counts.kept == len(kept)
+  corpus = token_corpus.load_or_build(pairs, tiny_tokenizer, config, 'train',
+                                      str(tmp_path / 'vocab'))
+  assert 0 < corpus.counts.too_long < len(pairs) and corpus.counts.kept == len(corpus)
 
   def fresh():
-    return packing.packed_train_iterator(kept, tiny_tokenizer, config, rows=4, seed=3)
+    return packing.packed_train_iterator(corpus, config, rows=4, seed=3, num_workers=num_workers)
 
-  iterator = fresh()
+  # As in the trainer: batches read ahead of the step that uses them.
+  iterator = prefetch.DevicePrefetch(fresh(), put=lambda batch: batch, size=2)
   for _ in range(5):
     next(iterator)
   checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / 'checkpoints'), keep=2)
@@ -157,6 +238,7 @@ def test_packed_iterator_resumes_exactly_from_a_checkpoint(tmp_path, tiny_tokeni
   checkpointer.save(5, state, iterator)
   checkpointer.wait()
   expected = [next(iterator) for _ in range(30)]  # crosses an epoch boundary
+  iterator.close()
 
   resumed = fresh()
   restored = checkpointer.restore(5, jax.eval_shape(lambda: state), resumed)
@@ -167,3 +249,4 @@ def test_packed_iterator_resumes_exactly_from_a_checkpoint(tmp_path, tiny_tokeni
     assert got.keys() == want.keys()
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+  resumed.close()

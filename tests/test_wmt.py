@@ -18,6 +18,7 @@ from seqjax import evaluate as evaluate_lib
 from seqjax import inference
 from seqjax import train
 from seqjax.data import filters
+from seqjax.data import token_corpus
 from seqjax.data import tokenizer as tokenizer_lib
 from seqjax.data import translation
 
@@ -30,7 +31,7 @@ def trained(tmp_path_factory):
   """The smoke config trained for 4 steps (checkpoints at 2 and 4), then --mode=evaluate."""
   workdir = str(tmp_path_factory.mktemp('wmt'))
   config = wmt14_ende_base.get_config('smoke')
-  logger = logging.getLogger('seqjax.data.filters')
+  logger = logging.getLogger('seqjax.data.token_corpus')
   records = []
   handler = logging.Handler()
   handler.emit = records.append
@@ -73,7 +74,7 @@ def test_training_split_filter_counts_are_logged_and_cached(trained):
   messages = [m for m in trained['log'] if m.startswith('train split: kept')]
   assert messages and f'of {NUM_MOCK:,} pairs' in messages[0]
   cached = [name for name in os.listdir(os.path.join(trained['workdir'], 'vocab'))
-            if name.startswith('train_filtered_') and name.endswith('.json')]
+            if name.startswith('train_tokens_') and name.endswith('.json')]
   assert len(cached) == 1
 
 
@@ -164,14 +165,15 @@ def test_filters_count_each_reason(tmp_path):
   kept, counts = filters.filter_pairs(pairs, tokenizer, config)
   assert counts == filters.FilterCounts(total=8, kept=3, empty=2, too_long=2, length_ratio=1)
   assert list(kept) == [pairs[0], pairs[6], pairs[7]]
-  cached, cached_counts = filters.filtered_split(pairs, tokenizer, config, 'train',
-                                                 str(tmp_path))
-  again, again_counts = filters.filtered_split(pairs, tokenizer, config, 'train', str(tmp_path))
+  cached, cached_counts = token_corpus.filtered_split(pairs, tokenizer, config, 'train',
+                                                      str(tmp_path))
+  again, again_counts = token_corpus.filtered_split(pairs, tokenizer, config, 'train',
+                                                    str(tmp_path))
   assert cached_counts == again_counts == counts and list(again) == list(kept)
   no_ratio = translation.TranslationConfig(max_source_length=6, max_target_length=5)
   assert filters.filter_pairs(pairs, tokenizer, no_ratio)[1].length_ratio == 0
   with pytest.raises(ValueError, match='Every pair of the train split was filtered out'):
-    filters.filtered_split(pairs[1:3], tokenizer, config, 'train', str(tmp_path))
+    token_corpus.filtered_split(pairs[1:3], tokenizer, config, 'train', str(tmp_path))
 
 
 def test_sentencepiece_vocabulary_round_trips_text(tmp_path):

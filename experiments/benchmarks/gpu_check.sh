@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One single-GPU check, under 8 minutes: installs what the GPU image lacks, runs the GPU-only tests
-# (cuDNN attention equals the XLA path), times the Transformer-base train step in bfloat16 and
-# prints where its time goes (profile_step.py: a jax.profiler trace, summarised).
+# (cuDNN attention equals the XLA path), times the Transformer-base train step in bfloat16,
+# prints where its time goes (profile_step.py: a jax.profiler trace, summarised), then runs the
+# trainer's own loop on the WMT base config for about a minute with its input pipeline (a
+# generated corpus, the token cache, packing) and with a constant batch (train_loop.py).
 #
 #   experiments/benchmarks/gpu_check.sh [PEAK_TFLOPS] [BATCH] [RNG_IMPL]   # 989: H100/H200 bf16
 #
@@ -60,5 +62,18 @@ print('by kind:', json.dumps(dict(list(report['by_kind_ms'].items())[:8])))
 for row in report['top_other_operations']:
   print(f"{row['ms']:8.2f} ms x{row['per_step']:<4d} {row['kind']:28s} {row['shape']:24s} "
         f"{row['op_name'][-90:]}")
+PY
+echo "== WMT base training loop, bfloat16: input pipeline vs a constant batch ($(( $(date +%s) - start )) s)"
+timeout 240 "$PYTHON" experiments/benchmarks/train_loop.py --dtype bfloat16 --steps 500 \
+    --log_every 100 --pairs 200000 --tokenizer_sample 20000 > /tmp/train_loop.json \
+    || echo "TRAIN LOOP FAILED"
+"$PYTHON" - <<'PY' || true
+import json
+report = json.load(open('/tmp/train_loop.json'))
+pipeline, constant = report['pipeline'], report['constant']
+print(f"input pipeline {pipeline['steps_per_second']} steps/s, data_wait_fraction "
+      f"{pipeline['data_wait_fraction']:.1%}, {pipeline['tokens_per_second']:,} tokens/s | "
+      f"constant batch {constant['steps_per_second']} steps/s | ratio "
+      f"{report['pipeline_over_constant']:.0%}")
 PY
 echo "done in $(( $(date +%s) - start )) s"

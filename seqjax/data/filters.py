@@ -3,24 +3,18 @@
 Web-crawled parallel text (WMT's Common Crawl part above all) holds pairs that teach a model
 nothing or worse: an empty side, a sentence longer than the model's maximum, a "translation" many
 times longer than its source. Each is dropped, counted by reason, and the counts are logged in one
-line, so a run says exactly what it trained on. The kept indices are cached next to the vocabulary,
-keyed by everything that decides them, so a resumed run does not tokenize the corpus again.
+line, so a run says exactly what it trained on. data/token_corpus.py applies them once, while it
+encodes the training split into its cache, and keeps the counts with it.
 """
 
 import dataclasses
-import hashlib
-import json
-import logging
-import os
 from typing import Sequence
 
 import numpy as np
 
-from seqjax import errors
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
-_LOG = logging.getLogger(__name__)
 _CHUNK = 10_000  # pairs tokenized per SentencePiece call
 
 
@@ -98,39 +92,3 @@ def filter_pairs(pairs: base.Pairs, tokenizer: tokenizer_lib.Tokenizer,
   result = FilterCounts(total=len(pairs), kept=int(counts[0]), empty=int(counts[1]),
                         too_long=int(counts[2]), length_ratio=int(counts[3]))
   return Subset(pairs, np.flatnonzero(reasons == 0)), result
-
-
-def _cache_key(tokenizer: tokenizer_lib.Tokenizer, config, num_pairs: int) -> str:
-  """A digest of everything that decides which pairs are kept."""
-  digest = hashlib.sha1(tokenizer.model_proto)
-  digest.update(repr((num_pairs, config.max_source_length, config.max_target_length,
-                      config.max_length_ratio)).encode())
-  return digest.hexdigest()[:16]
-
-
-def filtered_split(pairs: base.Pairs, tokenizer: tokenizer_lib.Tokenizer, config, split: str,
-                   cache_dir: str, is_writer: bool = True) -> tuple[Subset, FilterCounts]:
-  """`filter_pairs`, read from cache_dir when an identical filtering was cached there; the writer
-  process caches its result (atomically). Logs the counts in one line."""
-  path = os.path.join(cache_dir, f'{split}_filtered_{_cache_key(tokenizer, config, len(pairs))}')
-  if os.path.exists(path + '.json'):
-    with open(path + '.json') as f:
-      counts = FilterCounts(**json.load(f))
-    kept = Subset(pairs, np.load(path + '.npy'))
-  else:
-    kept, counts = filter_pairs(pairs, tokenizer, config)
-    if is_writer:
-      os.makedirs(cache_dir, exist_ok=True)
-      with open(path + '.tmp.npy', 'wb') as f:
-        np.save(f, kept.indices)
-      os.replace(path + '.tmp.npy', path + '.npy')
-      with open(path + '.json.tmp', 'w') as f:
-        json.dump(dataclasses.asdict(counts), f)
-      os.replace(path + '.json.tmp', path + '.json')  # written last: marks the cache complete
-  _LOG.info(counts.message(split))
-  if not counts.kept:
-    raise errors.UserError(
-        f'Every pair of the {split} split was filtered out: {counts.message(split)} '
-        'Check data.max_source_length, data.max_target_length, '
-        'data.max_length_ratio.')
-  return kept, counts

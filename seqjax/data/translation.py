@@ -32,6 +32,9 @@ class TranslationConfig(base.TextConfig):
   # Pack several examples into each row of max_source_length / max_target_length tokens; the
   # batch size then counts rows, and a step holds about batch_size x length tokens per side.
   pack: bool = False
+  # grain worker processes making packed training batches (0: a background thread). The
+  # batches depend on it: a resumed run must keep it.
+  num_workers: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
