@@ -36,6 +36,7 @@ from seqjax.data import translation
 _LOG = logging.getLogger(__name__)
 GIB = 2**30
 REPORT_NAME = 'compile_report.json'
+_COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,9 +251,13 @@ def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
     return {'bytes_per_chip': compiled.bytes_per_chip(), 'fits': False,
             'compiler_message': compiled.message.splitlines()[0], 'flops_per_chip': None,
             'flops_per_step': None, 'hbm_bytes_accessed_per_chip': None,
-            'roofline_seconds': None, 'bound': None}
+            'roofline_seconds': None, 'bound': None, 'collectives': None}
   bytes_per_chip = memory(compiled)
   costs = cost(compiled)
+  hlo = compiled.as_text()
+  # Collective ops of the per-chip program ('-start' for the asynchronous forms), to compare
+  # shardings: their count, not their bytes.
+  collectives = {op: len(re.findall(rf' {op}(?:-start)?\(', hlo)) for op in _COLLECTIVES}
   compute_seconds = costs['flops'] / chip.peak_flops
   memory_seconds = costs['bytes_accessed'] / chip.hbm_bandwidth
   return {'bytes_per_chip': bytes_per_chip,
@@ -261,7 +266,8 @@ def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
           'flops_per_step': costs['flops'] * num_chips,
           'hbm_bytes_accessed_per_chip': costs['bytes_accessed'],
           'roofline_seconds': max(compute_seconds, memory_seconds),
-          'bound': 'compute' if compute_seconds >= memory_seconds else 'memory'}
+          'bound': 'compute' if compute_seconds >= memory_seconds else 'memory',
+          'collectives': collectives}
 
 
 def report(exp: train.Experiment, topology: Topology, devices: Sequence[jax.Device],

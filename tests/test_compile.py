@@ -66,6 +66,9 @@ def test_report_counts_the_sharded_state_and_batch_of_one_chip(small_report):
   dense_flops = 6 * num_params * 16 * 128
   assert dense_flops < report['flops_per_step'] < 1.5 * dense_flops
   assert set(report['programs']) == {'train', 'eval'}  # a language model decodes nothing
+  # FSDP gathers the sharded parameters before use; data parallelism sums gradients.
+  collectives = report['programs']['train']['collectives']
+  assert collectives['all-gather'] > 0 and collectives['all-reduce'] > 0
 
 
 def test_unknown_topology_is_refused_listing_the_known_ones(tmp_path):
