@@ -25,7 +25,9 @@ import ml_collections
 import numpy as np
 
 from seqjax import config as config_lib
+from seqjax import data as data_lib
 from seqjax import errors
+from seqjax import tasks
 from seqjax import train
 from seqjax.data import batching
 from seqjax.data import packing
@@ -34,6 +36,7 @@ from seqjax.data import translation
 _LOG = logging.getLogger(__name__)
 GIB = 2**30
 REPORT_NAME = 'compile_report.json'
+_COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,9 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
   """The slice's chips as compile-only JAX devices (one per chip: v4 in megacore mode, as on a
   v4 TPU VM)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  # libtpu takes /tmp/libtpu_lockfile so that one process owns a host's chips; compiling for a
+  # topology owns none, and a second compile (or a test's subprocess) must not be refused.
+  os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   kwargs = {'chip_config_name': 'megacore'} if topology.name.startswith('v4') else {}
   description = topologies.get_topology_desc(
       platform='tpu', topology_name=topology.name,
@@ -124,42 +130,52 @@ class VocabularyOfSize:
 
 
 def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> train.Experiment:
-  """The trainer's Experiment on `devices`, without reading the dataset for a tokenizer."""
+  """The trainer's Experiment on `devices`, without reading the dataset for a tokenizer: the
+  model has data.vocab_size ids (padded as the trainer pads them), the most a trained tokenizer
+  of that size may have."""
   cfg = config_lib.typed(config)
   stand_in = None
-  if isinstance(cfg.data, translation.base.TextConfig):
+  if tasks.get(data_lib.get(cfg.data_name).task).tokenized:
     stand_in = VocabularyOfSize(cfg.data.vocab_size)
   return train.build(cfg, workdir='', devices=devices, tokenizer=stand_in)
 
 
-def _shapes(batch: dict[str, np.ndarray], sharding) -> dict[str, jax.ShapeDtypeStruct]:
-  return {key: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
-          for key, value in batch.items()}
+def _global_shapes(row: dict[str, np.ndarray], rows: int,
+                   sharding) -> dict[str, jax.ShapeDtypeStruct]:
+  """A batch of one row -> the shapes of a global batch of `rows` rows, laid out on the mesh."""
+  return {key: jax.ShapeDtypeStruct((rows, *value.shape[1:]), value.dtype, sharding=sharding)
+          for key, value in row.items()}
 
 
-def train_batch(exp: train.Experiment) -> dict[str, np.ndarray]:
-  """One global training batch as the trainer's iterator makes it (contents do not matter)."""
+def _shape_records(exp: train.Experiment, split: str) -> Sequence[Any]:
+  """Records that give batch shapes: an empty text, or the first record of array data."""
+  if exp.tokenizer is not None:
+    return [batching.empty_record(exp.task.name)]
+  return exp.load_split(split)[:1]
+
+
+def train_batch(exp: train.Experiment) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global training batch, keys, dtypes and shapes as the trainer's iterator makes them
+  (one row is made by the trainer's own code, then counted batch_size times)."""
   cfg = exp.cfg
-  records = ([batching.empty_record(exp.task.name)] if exp.tokenizer is not None
-             else exp.load_split('train')[:1])
   if isinstance(cfg.data, translation.TranslationConfig) and cfg.data.pack:
-    # The trainer's packing of examples a row long (an empty text would pack hundreds to a row).
+    # The trainer's packing, of examples a row long (empty texts would pack hundreds to a row).
     lengths = {'inputs': cfg.data.max_source_length, 'targets': cfg.data.max_target_length}
     full_rows = grain.MapDataset.source([{key: np.ones(length, np.int32)
                                           for key, length in lengths.items()}])
-    return next(iter(packing.pack(full_rows.repeat().to_iter_dataset(),
-                                  source_length=lengths['inputs'],
-                                  target_length=lengths['targets'], rows=cfg.batch_size,
-                                  seed=cfg.seed)))
-  return next(batching.train_iterator(records, exp.encoder, batch_size=cfg.batch_size,
-                                      seed=cfg.seed))
+    row = next(iter(packing.pack(full_rows.repeat().to_iter_dataset(),
+                                 source_length=lengths['inputs'],
+                                 target_length=lengths['targets'], rows=1, seed=cfg.seed)))
+  else:
+    row = next(batching.train_iterator(_shape_records(exp, 'train'), exp.encoder, batch_size=1,
+                                       seed=cfg.seed))
+  return _global_shapes(row, cfg.batch_size, exp.batch_sharding)
 
 
-def eval_batch(exp: train.Experiment) -> dict[str, np.ndarray]:
-  """One evaluation batch (eval.batch_size rows, padded as evaluation pads them)."""
-  records = ([batching.empty_record(exp.task.name)] if exp.tokenizer is not None
-             else exp.load_split('eval')[:1])
-  return next(batching.padded_batches(records, exp.encoder, exp.cfg.eval.batch_size))
+def eval_batch(exp: train.Experiment) -> dict[str, jax.ShapeDtypeStruct]:
+  """The evaluation batch (eval.batch_size rows, with the row weights evaluation adds)."""
+  row = next(batching.padded_batches(_shape_records(exp, 'eval'), exp.encoder, 1))
+  return _global_shapes(row, exp.cfg.eval.batch_size, exp.batch_sharding)
 
 
 def memory(compiled) -> dict[str, int]:
@@ -186,24 +202,42 @@ def cost(compiled) -> dict[str, float]:
 def compile_programs(exp: train.Experiment) -> dict[str, Any]:
   """The trainer's jitted programs compiled for exp.mesh: {'train': ..., 'eval': ...,
   'decode': ... (tasks that decode)}."""
-  batch, evaluation = train_batch(exp), eval_batch(exp)
-  programs = {
-      'train': train.make_train_step(exp).lower(
-          exp.abstract_state, _shapes(batch, exp.batch_sharding)),
-      'eval': train.make_eval_step(exp).lower(
-          exp.abstract_state.params, _shapes(evaluation, exp.batch_sharding)),
+  evaluation = eval_batch(exp)
+  programs = {  # name: (jitted function, its abstract arguments)
+      'train': (train.make_train_step(exp), (exp.abstract_state, train_batch(exp))),
+      'eval': (train.make_eval_step(exp), (exp.abstract_state.params, evaluation)),
   }
   decode_fn = train.make_decode_fn(exp)
   if decode_fn is not None:
-    inputs = evaluation['inputs']
-    programs['decode'] = decode_fn.lower(
-        exp.abstract_state.params,
-        jax.ShapeDtypeStruct(inputs.shape, inputs.dtype, sharding=exp.batch_sharding))
+    programs['decode'] = (decode_fn, (exp.abstract_state.params, evaluation['inputs']))
   compiled = {}
-  for name, lowered in programs.items():
+  for name, (fn, args) in programs.items():
     _LOG.info('Compiling the %s program.', name)
-    compiled[name] = lowered.compile()
+    try:
+      compiled[name] = fn.lower(*args).compile()
+    except jax.errors.JaxRuntimeError as error:
+      if not str(error).startswith('RESOURCE_EXHAUSTED'):
+        raise
+      compiled[name] = Refused(args, str(error))
   return compiled
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+  """A program the TPU compiler refused because its temporaries alone exceed a chip's HBM."""
+  args: Any  # the abstract arguments, with their shardings
+  message: str  # '... memory required for HLO temporaries (389.50G) exceeds available HBM ...'
+
+  def bytes_per_chip(self) -> dict[str, int]:
+    """Arguments from their shapes and shardings, temporaries from the compiler's message (XLA
+    writes G for GiB); outputs and code are not known, so the total is a lower bound."""
+    def shard_bytes(leaf) -> int:
+      return int(np.prod(leaf.sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
+    arguments = sum(shard_bytes(leaf) for leaf in jax.tree.leaves(self.args))
+    found = re.search(r'HLO temporaries \(([\d.]+)([KMGT]?)', self.message)
+    temps = int(float(found.group(1)) * 1024**' KMGT'.index(found.group(2) or ' ')) if found else 0
+    return {'arguments': arguments, 'outputs': 0, 'aliased': 0, 'temps': temps, 'code': 0,
+            'total': arguments + temps}
 
 
 def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
@@ -213,8 +247,17 @@ def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
   memory time (per-chip HBM bytes accessed / HBM bandwidth); collectives and the host are not in
   it, so a real step is slower.
   """
+  if isinstance(compiled, Refused):
+    return {'bytes_per_chip': compiled.bytes_per_chip(), 'fits': False,
+            'compiler_message': compiled.message.splitlines()[0], 'flops_per_chip': None,
+            'flops_per_step': None, 'hbm_bytes_accessed_per_chip': None,
+            'roofline_seconds': None, 'bound': None, 'collectives': None}
   bytes_per_chip = memory(compiled)
   costs = cost(compiled)
+  hlo = compiled.as_text()
+  # Collective ops of the per-chip program ('-start' for the asynchronous forms), to compare
+  # shardings: their count, not their bytes.
+  collectives = {op: len(re.findall(rf' {op}(?:-start)?\(', hlo)) for op in _COLLECTIVES}
   compute_seconds = costs['flops'] / chip.peak_flops
   memory_seconds = costs['bytes_accessed'] / chip.hbm_bandwidth
   return {'bytes_per_chip': bytes_per_chip,
@@ -223,7 +266,8 @@ def program_report(compiled, chip: Chip, num_chips: int) -> dict[str, Any]:
           'flops_per_step': costs['flops'] * num_chips,
           'hbm_bytes_accessed_per_chip': costs['bytes_accessed'],
           'roofline_seconds': max(compute_seconds, memory_seconds),
-          'bound': 'compute' if compute_seconds >= memory_seconds else 'memory'}
+          'bound': 'compute' if compute_seconds >= memory_seconds else 'memory',
+          'collectives': collectives}
 
 
 def report(exp: train.Experiment, topology: Topology, devices: Sequence[jax.Device],
@@ -284,11 +328,13 @@ def compile_and_report(config: ml_collections.ConfigDict, workdir: str,
         f'{_gib(topology.chip.hbm_bytes)} HBM per chip')
   for name, program in result['programs'].items():
     sizes = program['bytes_per_chip']
-    print(f'  {name:6s} per chip: arguments {_gib(sizes["arguments"])}, outputs '
-          f'{_gib(sizes["outputs"])}, temporaries {_gib(sizes["temps"])}, total '
-          f'{_gib(sizes["total"])} ({"fits" if program["fits"] else "DOES NOT FIT"}); '
-          f'{program["flops_per_step"]:.3g} FLOPs, roofline {program["roofline_seconds"] * 1e3:.1f}'
-          f' ms ({program["bound"]}-bound)')
+    line = (f'  {name:6s} per chip: arguments {_gib(sizes["arguments"])}, outputs '
+            f'{_gib(sizes["outputs"])}, temporaries {_gib(sizes["temps"])}, total '
+            f'{_gib(sizes["total"])} ({"fits" if program["fits"] else "DOES NOT FIT"})')
+    if program['flops_per_step'] is not None:
+      line += (f'; {program["flops_per_step"]:.3g} FLOPs, roofline '
+               f'{program["roofline_seconds"] * 1e3:.1f} ms ({program["bound"]}-bound)')
+    print(line)
   print(f'Report written to {os.path.join(workdir, REPORT_NAME)}', flush=True)
   too_big = [name for name, program in result['programs'].items() if not program['fits']]
   if too_big:

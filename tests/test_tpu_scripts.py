@@ -97,8 +97,8 @@ def test_launch_runs_in_the_background_on_all_workers_and_wait_ends_with_its_sta
     assert argv[3:6] == ['tpu-vm', 'ssh', 'exp-1'] and _flag(argv, 'worker') == 'all'
   remote = shlex.split(_flag(launch, 'command'))
   nohup = remote.index('nohup')
-  assert remote[nohup + 1:nohup + 4] == ['bash', 'tpu_scripts/run_logged.sh', 'logs/p1']
-  assert remote[nohup + 4:nohup + 7] == user_command  # quoted once, comes back intact
+  assert remote[nohup + 1:nohup + 5] == ['bash', 'tpu_scripts/run_logged.sh', 'logs/p1', '0']
+  assert remote[nohup + 5:nohup + 8] == user_command  # quoted once, comes back intact
   assert remote[-6:] == ['>', 'logs/p1.log', '2>&1', '<', '/dev/null', '&']
 
   # Run both remote commands here, as a worker's shell would, with HOME in tmp_path.
@@ -112,6 +112,76 @@ def test_launch_runs_in_the_background_on_all_workers_and_wait_ends_with_its_sta
   logs = home / 'seqjax' / 'logs'
   assert (logs / 'p1.log').read_text() == "it's running\n"
   assert (logs / 'p1.exit').read_text() == '3\n'
+
+
+def _run_on_workers(tmp_path, *launch_args) -> tuple[int, str]:
+  """Runs the printed launch and wait shell here, as a worker would: (exit status, log)."""
+  launch, wait = _dry_run('launch', *PLACE, '--log_name=p2', '--wait', *launch_args)
+  home = tmp_path / 'home'
+  shutil.copytree(os.path.join(ROOT, 'tpu_scripts'), home / 'seqjax' / 'tpu_scripts')
+  env = dict(os.environ, HOME=str(home))
+  subprocess.run(['bash', '-c', _flag(launch, 'command')], env=env, check=True, timeout=30)
+  waited = subprocess.run(['bash', '-c', _flag(wait, 'command').replace('sleep 30', 'sleep 0.2')],
+                          env=env, timeout=60, check=False)
+  return waited.returncode, (home / 'seqjax' / 'logs' / 'p2.log').read_text()
+
+
+# Exits 75 (preempted) on its first `preemptions` runs, counted in a file, then 0.
+_PREEMPTED_TWICE = ('import pathlib, sys; runs = pathlib.Path(sys.argv[1]); '
+                    'count = int(runs.read_text()) + 1 if runs.exists() else 1; '
+                    'runs.write_text(str(count)); print("run", count); '
+                    'sys.exit(75 if count <= int(sys.argv[2]) else 0)')
+
+
+def test_launch_starts_a_preempted_run_again_until_it_finishes(tmp_path):
+  runs = tmp_path / 'runs'
+  status, log = _run_on_workers(tmp_path, '--max_restarts=3', '--', 'python3', '-c',
+                                _PREEMPTED_TWICE, str(runs), '2')
+  assert status == 0 and runs.read_text() == '3'
+  assert log.splitlines() == [
+      'run 1', 'run_logged.sh: preempted (exit 75); starting again, restart 1 of 3',
+      'run 2', 'run_logged.sh: preempted (exit 75); starting again, restart 2 of 3', 'run 3']
+
+
+def test_launch_restarts_are_bounded(tmp_path):
+  runs = tmp_path / 'runs'
+  status, log = _run_on_workers(tmp_path, '--max_restarts=1', '--', 'python3', '-c',
+                                _PREEMPTED_TWICE, str(runs), '5')
+  assert status == 75 and runs.read_text() == '2'  # the first run and one restart
+  assert log.count('starting again') == 1
+
+
+@pytest.mark.parametrize('accelerator_type,hosts', [
+    ('v4-8', 1), ('v4-32', 4), ('v5p-32', 4), ('v5litepod-8', 1), ('v5litepod-16', 4),
+    ('v6e-64', 16), ('v3-32', 4)])
+def test_num_hosts(accelerator_type, hosts):
+  sys.path.insert(0, os.path.join(ROOT, 'tpu_scripts'))
+  try:
+    import tpu_vm  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  assert tpu_vm.num_hosts(accelerator_type) == hosts
+
+
+def test_a_multi_host_slice_trains_into_a_gcs_workdir():
+  """The README's WMT run on a v4-32 (4 hosts): one command on every worker, one gs:// workdir,
+  restarted after preemptions; a workdir on the hosts' own disks is refused."""
+  seqjax = ['python', '-m', 'seqjax.main', '--config=configs/wmt14_ende_base.py']
+  [launch] = _dry_run('launch', *PLACE, '--accelerator_type=v4-32', '--log_name=wmt',
+                      '--max_restarts=20', '--', *seqjax, '--workdir=gs://my-bucket/wmt14_base')
+  _check_place(launch)
+  assert _flag(launch, 'worker') == 'all'
+  remote = shlex.split(_flag(launch, 'command'))
+  nohup = remote.index('nohup')
+  assert remote[nohup + 1:nohup + 10] == ['bash', 'tpu_scripts/run_logged.sh', 'logs/wmt', '20',
+                                          *seqjax, '--workdir=gs://my-bucket/wmt14_base']
+
+  result = subprocess.run([sys.executable, SCRIPT, 'launch', '--dry-run', *PLACE,
+                           '--accelerator_type=v4-32', '--', *seqjax, '--workdir', 'workdirs/w'],
+                          capture_output=True, text=True, timeout=60, check=False)
+  assert result.returncode != 0 and not result.stdout
+  assert ('v4-32 has 4 hosts, which must share the workdir; --workdir=workdirs/w'
+          in result.stderr), result.stderr
 
 
 def test_logs_fetch_and_delete():

@@ -4,7 +4,8 @@
       [--runtime_version=V] [--spot] [--queued] [--dry-run]
   python tpu_scripts/tpu_vm.py setup --name=NAME --zone=ZONE [--git_url=URL [--git_ref=main]]
       [--extras=tfds]
-  python tpu_scripts/tpu_vm.py launch --name=NAME --zone=ZONE [--log_name=run] [--wait] -- COMMAND ...
+  python tpu_scripts/tpu_vm.py launch --name=NAME --zone=ZONE [--log_name=run] [--wait]
+      [--max_restarts=N] -- COMMAND ...
   python tpu_scripts/tpu_vm.py logs --name=NAME --zone=ZONE [--log_name=run] [--worker=0]
   python tpu_scripts/tpu_vm.py fetch --name=NAME --zone=ZONE --local_dir=DIR REMOTE_PATH ...
   python tpu_scripts/tpu_vm.py delete --name=NAME --zone=ZONE [--queued]
@@ -20,8 +21,10 @@ running it; `--dry-run` only prints them. What each one does:
   `--git_url` at `--git_ref`, and installs seqjax with `jax[tpu]` at the version pinned in setup.cfg.
 - launch: runs COMMAND (run from ~/seqjax, `python` being the VM's python3) on every worker at
   once, under nohup in the background, so a dropped connection does not stop it; each worker's
-  output goes to ~/seqjax/logs/LOG_NAME.log and its exit status to LOG_NAME.exit. `--wait` then
-  polls until every worker has written its exit status.
+  output goes to ~/seqjax/logs/LOG_NAME.log and its exit status to LOG_NAME.exit. A run that exits
+  with 75 (preempted after a checkpoint) starts again, up to `--max_restarts` times, and resumes.
+  On a slice of several hosts the command's --workdir must be gs://... (shared by every host).
+  `--wait` then polls until every worker has written its exit status.
 - logs: follows worker 0's log (`--worker` for another).
 - fetch: copies paths under ~/seqjax on worker 0 back into --local_dir.
 - delete: deletes the TPU VM, or with `--queued` the queued resource and its VM (`--force`).
@@ -158,13 +161,52 @@ def _check_log_name(log_name: str) -> str:
   return log_name
 
 
+def num_hosts(accelerator_type: str) -> int:
+  """The VMs (workers) of a slice: v2, v3, v4 and v5p types count TensorCores (8 per host: 4
+  chips of 2 cores on v4 and v5p); v5e (v5litepod) and v6e types count chips, one host up to
+  8 chips and 4 chips per host above (cloud.google.com/tpu/docs/v4, /v5p, /v5e, /v6e)."""
+  found = re.fullmatch(r'(v\d+[a-z]*|v5litepod)-(\d+)', accelerator_type)
+  if not found:
+    raise ValueError(f'Accelerator type {accelerator_type!r} is not of the form VERSION-COUNT, '
+                     'e.g. v4-32 or v5litepod-16.')
+  version, count = found.group(1), int(found.group(2))
+  if version in ('v5litepod', 'v5e', 'v6e'):
+    return 1 if count <= 8 else count // 4
+  return max(1, count // 8)
+
+
+def _workdirs(command: list[str]) -> list[str]:
+  """The --workdir values of a seqjax command line."""
+  found = []
+  for index, arg in enumerate(command):
+    if arg.startswith('--workdir='):
+      found.append(arg.split('=', 1)[1])
+    elif arg == '--workdir' and index + 1 < len(command):
+      found.append(command[index + 1])
+  return found
+
+
 def launch_steps(target: Target, command: list[str], log_name: str = 'run',
-                 wait: bool = False) -> list[Step]:
-  """COMMAND on every worker under nohup; its output to logs/LOG_NAME.log on each worker."""
+                 wait: bool = False, max_restarts: int = 0) -> list[Step]:
+  """COMMAND on every worker under nohup; its output to logs/LOG_NAME.log on each worker; run
+  again up to max_restarts times while it exits with 75 (preempted, resumes from its workdir).
+
+  On a slice of several hosts every process writes to one workdir, which must be shared: a
+  --workdir that is not gs://... is refused.
+  """
   if not command:
     raise ValueError('launch needs a command after --, e.g. -- python -m seqjax.main ...')
+  if max_restarts < 0:
+    raise ValueError(f'--max_restarts={max_restarts} must be 0 or more.')
+  hosts = num_hosts(target.accelerator_type)
+  local = [path for path in _workdirs(command) if not path.startswith('gs://')]
+  if hosts > 1 and local:
+    raise ValueError(f'{target.accelerator_type} has {hosts} hosts, which must share the workdir; '
+                     f'--workdir={local[0]} is on each host\'s own disk: use '
+                     '--workdir=gs://BUCKET/PATH (or --accelerator_type of the VM, if not '
+                     f'{target.accelerator_type}).')
   log = f'logs/{_check_log_name(log_name)}'
-  job = shlex.join(['bash', 'tpu_scripts/run_logged.sh', log, *command])
+  job = shlex.join(['bash', 'tpu_scripts/run_logged.sh', log, str(max_restarts), *command])
   remote = (f'cd ~/{REMOTE_DIR} && mkdir -p logs && rm -f {log}.exit && '
             f'nohup {job} > {log}.log 2>&1 < /dev/null &')
   steps = [_ssh(target, remote)]
@@ -242,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--extras', default='', help='setup: seqjax extras, e.g. tfds')
   parser.add_argument('--log_name', default='run', help='launch/logs: logs/LOG_NAME.log')
   parser.add_argument('--wait', action='store_true', help='launch: wait until it ends')
+  parser.add_argument('--max_restarts', type=int, default=0,
+                      help='launch: start a run preempted with exit code 75 again, at most this '
+                      'many times (it resumes from its workdir)')
   parser.add_argument('--worker', default='0', help='logs: which worker')
   parser.add_argument('--local_dir', default='.', help='fetch: where the copies go')
   return parser
@@ -255,7 +300,7 @@ def steps_for(args: argparse.Namespace, command: list[str]) -> list[Step]:
   if args.action == 'setup':
     return setup_steps(target, args.git_url, args.git_ref, args.extras)
   if args.action == 'launch':
-    return launch_steps(target, command, args.log_name, args.wait)
+    return launch_steps(target, command, args.log_name, args.wait, args.max_restarts)
   if args.action == 'logs':
     return logs_steps(target, args.log_name, args.worker)
   if args.action == 'fetch':
