@@ -17,9 +17,8 @@ import json
 import logging
 import os
 import re
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
-import grain
 import jax
 import ml_collections
 import numpy as np
@@ -159,13 +158,15 @@ def train_batch(exp: train.Experiment) -> dict[str, jax.ShapeDtypeStruct]:
   (one row is made by the trainer's own code, then counted batch_size times)."""
   cfg = exp.cfg
   if isinstance(cfg.data, translation.TranslationConfig) and cfg.data.pack:
-    # The trainer's packing, of examples a row long (empty texts would pack hundreds to a row).
-    lengths = {'inputs': cfg.data.max_source_length, 'targets': cfg.data.max_target_length}
-    full_rows = grain.MapDataset.source([{key: np.ones(length, np.int32)
-                                          for key, length in lengths.items()}])
-    row = next(iter(packing.pack(full_rows.repeat().to_iter_dataset(),
-                                 source_length=lengths['inputs'],
-                                 target_length=lengths['targets'], rows=1, seed=cfg.seed)))
+    # A row filled by the trainer's packing code with one example a row long on each side.
+    row = {}
+    for side, width in (('inputs', cfg.data.max_source_length),
+                        ('targets', cfg.data.max_target_length)):
+      tokens, segmentation, position = packing.fill_side(
+          np.ones(width, np.int32), np.zeros(1, np.int64), np.array([width]),
+          np.zeros(1, np.int64), rows=1, width=width)
+      row.update({side: tokens, side + '_segmentation': segmentation,
+                  side + '_position': position})
   else:
     row = next(batching.train_iterator(_shape_records(exp, 'train'), exp.encoder, batch_size=1,
                                        seed=cfg.seed))
