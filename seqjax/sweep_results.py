@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from etils import epath
+import numpy as np
 
 from seqjax import paths
 
@@ -69,9 +70,58 @@ def write_results(rows: list[dict], workdir: str, title: str, metric: str) -> st
   lines = ['| ' + ' | '.join(columns) + ' |', '|' + ' --- |' * len(columns)]
   lines += ['| ' + ' | '.join(_cell(row.get(key)) for key in columns) + ' |' for row in rows]
   table = f'{title}: the last logged value of each metric.\n\n' + '\n'.join(lines) + '\n'
+  by_seed = seed_summary(rows)
+  if by_seed:
+    table += '\n' + by_seed
   paths.write_text(os.path.join(workdir, 'results.md'), table)
   _plot(rows, workdir, title, metric)
   return table
+
+
+def seed_statistics(rows: list[dict]) -> list[dict]:
+  """Rows that differ only in `seed` -> one row per setting: its swept values (seed left out),
+  `seeds` (how many points it has), and for train_loss and each eval_/test_ metric the mean and
+  the sample standard deviation (n - 1; 0 for one seed) over the seeds that logged it."""
+  settings = [key for key in rows[0] if key not in ('point', 'seed', 'status', 'step')
+              and key != 'train_loss' and not key.startswith(('eval_', 'test_'))]
+  metrics = [key for key in _columns(rows) if key == 'train_loss' or
+             key.startswith(('eval_', 'test_'))]
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    groups.setdefault(tuple(row.get(key) for key in settings), []).append(row)
+  summary = []
+  for values, members in groups.items():
+    out = dict(zip(settings, values))
+    out['seeds'] = len(members)
+    for metric in metrics:
+      logged = np.asarray([row[metric] for row in members if row.get(metric) is not None], float)
+      if len(logged):
+        spread = logged.std(ddof=1) if len(logged) > 1 else 0.0
+        out[metric] = (float(logged.mean()), float(spread), len(logged))
+    summary.append(out)
+  return summary
+
+
+def seed_summary(rows: list[dict]) -> str:
+  """A Markdown table of seed_statistics ('mean ± sd (n)' per metric), or '' when the sweep
+  does not vary `seed` or no setting has more than one seed."""
+  if not rows or 'seed' not in rows[0] or len({row['seed'] for row in rows}) < 2:
+    return ''
+  summary = seed_statistics(rows)
+  columns = list(summary[0])
+  lines = ['| ' + ' | '.join(columns) + ' |', '|' + ' --- |' * len(columns)]
+  for row in summary:
+    cells = []
+    for key in columns:
+      value = row.get(key)
+      if isinstance(value, tuple):
+        mean, spread, count = value
+        cells.append(f'{mean:.4g} ± {spread:.2g} ({count})')
+      else:
+        cells.append(_cell(value))
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return ('Over seeds: mean ± sample standard deviation (number of seeds that logged it).\n\n'
+          + '\n'.join(lines) + '\n')
 
 
 def _plot(rows: list[dict], workdir: str, title: str, metric: str) -> None:

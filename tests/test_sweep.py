@@ -11,10 +11,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from seqjax import attention
 from seqjax import sweep
+from seqjax import sweep_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ATTENTIONS = attention.names()  # the points of experiments/sweeps/attention_variants.py
@@ -254,3 +256,25 @@ def test_tpu_launcher_runs_each_vm_through_its_life_and_deletes_even_a_failed_on
                      ['tpu-vm', 'scp'], ['tpu-vm', 'ssh'], ['tpu-vm', 'ssh'], ['tpu-vm', 'ssh'],
                      ['tpu-vm', 'scp'], ['queued-resources', 'delete']], vm
   assert 'seqjax.sweep' not in capsys.readouterr().err
+
+
+def test_seed_statistics_are_the_mean_and_sample_spread_of_each_setting():
+  rows = [{'point': f'attention={name},seed={seed}', 'attention': name, 'seed': seed,
+           'status': 'done', 'step': 10, 'train_loss': loss, 'test_exact_match': match}
+          for name, seed, loss, match in [('rope', 0, 0.5, 90.0), ('rope', 1, 0.7, 96.0),
+                                          ('rope', 2, 0.6, 99.0), ('alibi', 0, 0.4, 80.0),
+                                          ('alibi', 1, 0.8, None)]]
+  summary = {row['attention']: row for row in sweep_results.seed_statistics(rows)}
+  assert set(summary) == {'rope', 'alibi'}
+  assert summary['rope']['seeds'] == 3
+  mean, spread, count = summary['rope']['test_exact_match']
+  assert (mean, count) == (95.0, 3)
+  np.testing.assert_allclose(spread, np.std([90.0, 96.0, 99.0], ddof=1))
+  np.testing.assert_allclose(summary['rope']['train_loss'][:2], (0.6, 0.1))
+  # A seed that logged no value does not count towards that metric.
+  assert summary['alibi']['test_exact_match'] == (80.0, 0.0, 1)
+  np.testing.assert_allclose(summary['alibi']['train_loss'][:2],
+                             (0.6, np.std([0.4, 0.8], ddof=1)))
+  table = sweep_results.seed_summary(rows)
+  assert '| rope | 3 | 0.6 ± 0.1 (3) | 95 ± 4.6 (3) |' in table
+  assert sweep_results.seed_summary([row for row in rows if row['seed'] == 0]) == ''
