@@ -434,8 +434,11 @@ def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
   train_step = make_train_step(exp)
   metadata = checkpoint_metadata(exp)
   processes = jax.process_count()
+  # Across processes, global batches are made only when their step is due: made ahead, the
+  # two-process CPU test timed out in Gloo's first collective (tests/test_multihost.py).
   batches = prefetch.DevicePrefetch(
-      train_iter, lambda batch: (batching.num_tokens(batch) * processes, to_global(exp, batch)))
+      train_iter, lambda batch: (batching.num_tokens(batch) * processes, to_global(exp, batch)),
+      size=2 if processes == 1 else 0)
   tokens, last_time, last_step, skipped, waited = 0, time.time(), start_step, 0, 0.0
   previous_loss = None
   with tqdm(total=cfg.num_train_steps, initial=start_step, disable=jax.process_index() != 0,

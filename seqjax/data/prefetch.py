@@ -13,7 +13,8 @@ import grain
 
 
 class DevicePrefetch(grain.DatasetIterator):
-  """`put(batch)` of each batch of `iterator`, `size` batches ahead; checkpointable like it."""
+  """`put(batch)` of each batch of `iterator`, `size` batches ahead (0: when asked for);
+  checkpointable like it."""
 
   def __init__(self, iterator: grain.DatasetIterator, put: Callable[[Any], Any], size: int = 2):
     super().__init__(iterator)
@@ -26,6 +27,8 @@ class DevicePrefetch(grain.DatasetIterator):
       self._queue.append((state, self._put(next(self._iterator))))
 
   def __next__(self) -> Any:
+    if not self._size:
+      return self._put(next(self._iterator))
     self._read_ahead()
     _, item = self._queue.popleft()
     self._read_ahead()  # the next batches travel while this one's step runs
