@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 from tqdm import tqdm
 
 from seqjax import checkpoint as checkpoint_lib
@@ -417,6 +418,21 @@ def check_finite(cfg: config_lib.Config, state: TrainState, step: int) -> None:
         'updates were skipped, so the parameters and the checkpoints hold finite values.')
 
 
+def compile_together(jitted, *args, name: str):
+  """`jitted`'s executable for `args`, compiled by every process before any process runs it.
+
+  On CPU hosts, collectives go over gloo, whose first collective gives up after 30 s: a process
+  that finished compiling a step while another was still at it (a slower or busier host) would
+  time out in the step's first collective. The coordination service's barrier (orbax's, no
+  collective, 30-minute limit) makes every process start the step together. One process: just
+  the compilation.
+  """
+  compiled = jitted.lower(*args).compile()
+  if jax.process_count() > 1:
+    ocp.multihost.get_barrier_sync_fn()(key=f'seqjax_compiled_{name}', timeout_ms=1_800_000)
+  return compiled
+
+
 def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
                 checkpointer: checkpoint_lib.Checkpointer, writer: metric_writer.MetricWriter,
                 eval_fns, watcher: preemption.SigtermWatcher) -> TrainState:
@@ -448,6 +464,8 @@ def _train_loop(exp: Experiment, state: TrainState, start_step: int, train_iter,
       batch_tokens, batch = next(batches)
       waited += time.time() - asked
       tokens += batch_tokens
+      if step == start_step + 1:  # every batch has this one's shapes
+        train_step = compile_together(train_step, state, batch, name='train_step')
       state, metrics = train_step(state, batch)
       if previous_loss is not None:
         previous_loss.block_until_ready()

@@ -17,7 +17,9 @@ class DevicePrefetch(grain.DatasetIterator):
   checkpointable like it."""
 
   def __init__(self, iterator: grain.DatasetIterator, put: Callable[[Any], Any], size: int = 2):
-    super().__init__(iterator)
+    # grain takes a non-grain parent (any iterator with get_state / set_state) for a sequence of
+    # parents and would iterate it: an endless one never returns.
+    super().__init__(iterator if isinstance(iterator, grain.DatasetIterator) else ())
     self._iterator, self._put, self._size = iterator, put, size
     self._queue = collections.deque()  # (state before the batch was read, put(batch))
 
