@@ -62,7 +62,7 @@ def test_one_train_step_in_every_dtype(name, dtype, rng):
   def loss_fn(params, model, deterministic, rng):
     outputs = task.apply(model, {'params': params}, batch, deterministic=deterministic,
                          rngs=None if deterministic else {'dropout': rng})
-    return tasks.mean_loss(task.sums(outputs, batch, 0.1))
+    return tasks.mean_loss(task.sums(outputs, batch, tasks.LossSettings(label_smoothing=0.1)))
 
   @jax.jit
   def step_and_losses(params, opt_state):

@@ -19,7 +19,8 @@ from seqjax import sweep
 from seqjax import sweep_results
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ATTENTIONS = attention.names()  # the points of experiments/sweeps/attention_variants.py
+# The points of experiments/sweeps/attention_variants.py, in its order (attention, then seed).
+POINTS = [(name, seed) for name in attention.names() for seed in (0, 1, 2)]
 
 
 def _run_sweep(*args):
@@ -186,7 +187,7 @@ def test_tpu_dry_run_prints_gcloud_commands_for_every_point(tmp_path, capsys, on
   for argv in gcloud:
     by_verb.setdefault(tuple(argv[3:5]), []).append(argv)
   vms = (['attention-variants'] if one_vm
-         else [f'attention-variants-{i}' for i in range(len(ATTENTIONS))])
+         else [f'attention-variants-{i}' for i in range(len(POINTS))])
   assert [argv[5] for argv in by_verb['tpu-vm', 'create']] == vms
   assert all('--spot' in argv for argv in by_verb['tpu-vm', 'create'])
   assert [argv[5] for argv in by_verb['tpu-vm', 'delete']] == vms
@@ -194,14 +195,14 @@ def test_tpu_dry_run_prints_gcloud_commands_for_every_point(tmp_path, capsys, on
   assert all('--worker=all' in argv for argv in ssh)
   launches = [shlex.split(a.split('=', 1)[1]) for argv in ssh for a in argv
               if a.startswith('--command=') and 'nohup' in a]
-  assert len(launches) == len(ATTENTIONS)
-  point_vms = vms * len(ATTENTIONS) if one_vm else vms
-  for attention, vm, remote in zip(ATTENTIONS, point_vms, launches):
-    point = f'attention={attention},seed=0'
+  assert len(launches) == len(POINTS)
+  point_vms = vms * len(POINTS) if one_vm else vms
+  for (name, seed), vm, remote in zip(POINTS, point_vms, launches):
+    point = f'attention={name},seed={seed}'
     trainer = remote[remote.index('python'):remote.index('>')]
     assert trainer == ['python', '-m', 'seqjax.main', '--config=configs/default.py',
                        f'--workdir=sweeps/attention_variants/{point}',
-                       f'--config.model.attention={attention}', '--config.seed=0']
+                       f'--config.model.attention={name}', f'--config.seed={seed}']
     fetch = [argv for argv in by_verb['tpu-vm', 'scp'] if f'{vm}:seqjax/logs/{point}.log' in argv]
     assert len(fetch) == 1 and '--worker=0' in fetch[0]
     assert str(tmp_path / point) in fetch[0]
