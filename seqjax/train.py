@@ -128,11 +128,12 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
           f'{name}={size} does not divide over the {batch_devices} devices of mesh '
           f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
   task = tasks.get(data_lib.get(cfg.data_name).task)
-  if tokenizer is None:
+  reads_data = tokenizer is None
+  if reads_data:
     tokenizer = _build_tokenizer(cfg, workdir, task,
                                  _load_split(cfg.data_name, cfg.data, 'train'))
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
-  if tokenizer is not None:  # every over-long text, now rather than at the first evaluation
+  if reads_data and tokenizer is not None:  # every over-long text, now, not at the first eval
     filtered = isinstance(cfg.data, translation.TranslationConfig)  # training drops them
     for split in ('eval', 'test') if filtered else ('train', 'eval', 'test'):
       batching.check_lengths(task.name, tokenizer, cfg.data, _load_split(
@@ -424,12 +425,13 @@ def compile_together(jitted, *args, name: str):
   On CPU hosts, collectives go over gloo, whose first collective gives up after 30 s: a process
   that finished compiling a step while another was still at it (a slower or busier host) would
   time out in the step's first collective. The coordination service's barrier (orbax's, no
-  collective, 30-minute limit) makes every process start the step together. One process: just
-  the compilation.
+  collective, 30-minute limit) makes every process start the step together. One process:
+  the jitted function as it is (it compiles on its first call).
   """
+  if jax.process_count() == 1:
+    return jitted
   compiled = jitted.lower(*args).compile()
-  if jax.process_count() > 1:
-    ocp.multihost.get_barrier_sync_fn()(key=f'seqjax_compiled_{name}', timeout_ms=1_800_000)
+  ocp.multihost.get_barrier_sync_fn()(key=f'seqjax_compiled_{name}', timeout_ms=1_800_000)
   return compiled
 
 
