@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
+OWNER_VARIABLE = 'SEQJAX_TEST_GCS_OWNER'  # the session or xdist worker that chose it
 PORT_VARIABLE = 'SEQJAX_TEST_GCS_PORT'
 
 
@@ -34,13 +35,18 @@ def _free_port() -> int:
 
 
 def configure_environment() -> str:
-  """Sets the variables above (once per test session; kept if already set) and returns the URL."""
-  port = os.environ.setdefault(PORT_VARIABLE, str(_free_port()))
-  url = f'http://127.0.0.1:{port}'
+  """Sets the variables above (once per test session, and per pytest-xdist worker: each worker
+  runs its own server, so each needs its own port; the processes a test starts inherit them) and
+  returns the URL."""
+  owner = os.environ.get('PYTEST_XDIST_WORKER', 'main')
+  if os.environ.get(OWNER_VARIABLE) != owner:  # xdist workers inherit the controller's variables
+    os.environ[OWNER_VARIABLE] = owner
+    os.environ[PORT_VARIABLE] = str(_free_port())
+  url = f'http://127.0.0.1:{os.environ[PORT_VARIABLE]}'
   for name, value in (('STORAGE_EMULATOR_HOST', url), ('TENSORSTORE_GCS_HTTP_URL', url),
                       ('GOOGLE_AUTH_TOKEN_FOR_TESTING', 'x'), ('FSSPEC_GCS_TOKEN', 'anon'),
                       ('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false'), ('EPATH_USE_TF', 'false')):
-    os.environ.setdefault(name, value)
+    os.environ[name] = value
   return url
 
 
