@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PEAK_TFLOPS="${1:-989}"
 BATCH="${2:-256}"
-RNG_IMPL="${3:-threefry2x32}"  # the config key rng_impl: threefry2x32 | rbg | unsafe_rbg
+RNG_IMPL="${3:-auto}"  # the config key rng_impl: auto (rbg on GPUs) | threefry2x32 | rbg | unsafe_rbg
 PYTHON="${PYTHON:-python3}"
 start=$(date +%s)
 
