@@ -138,13 +138,16 @@ def init_distributed(jax) -> None:
 
 def main(argv: list[str]) -> None:
   del argv
-  if host.computes_on_cpu():
-    # No TPU or GPU attached: do not let an installed libtpu probe for chips (and contend for its
-    # lock file when several processes start together). TPU programs still compile
-    # (--mode=compile) without chips.
-    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+  on_cpu = host.computes_on_cpu()
+  if on_cpu:
     host.keep_freed_memory()  # before JAX starts its backend threads
   import jax  # after flag parsing, so --help stays fast
+  if on_cpu and not os.environ.get('JAX_PLATFORMS'):
+    # No TPU or GPU attached: do not let an installed libtpu probe for chips (and contend for its
+    # lock file when several processes start together). TPU programs still compile
+    # (--mode=compile) without chips. The config file imported jax while flags were parsed, so
+    # the environment variable would come too late; the backends start only after this.
+    jax.config.update('jax_platforms', 'cpu')
   try:
     init_distributed(jax)
   except errors.UserError as error:
