@@ -59,6 +59,16 @@ def _token_task(outputs: Array | embed.Projection, batch, settings: LossSettings
   return {'loss': (loss_sum, weight_sum), 'token_accuracy': (correct, weight_sum)}
 
 
+def _masked_lm(outputs: Array, batch, settings: LossSettings) -> Sums:
+  """mlm: outputs are logits [b, s, v] for the original ids batch['targets'] [b, s]; only the
+  positions the masking rule chose count (batch['chosen'] [b, s], seqjax/masked_lm.py)."""
+  targets, weights = batch['targets'], batch['chosen']
+  loss_sum, weight_sum = losses.cross_entropy(outputs, targets, weights, settings.label_smoothing,
+                                              settings.num_real_classes)
+  correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
+  return {'loss': (loss_sum, weight_sum), 'masked_token_accuracy': (correct, weight_sum)}
+
+
 def _classification(outputs: Array, batch, settings: LossSettings) -> Sums:
   """outputs: logits [b, c] for batch['label'] [b]."""
   weights = batch['weights']  # [b]: 0 for the padding rows of a last eval batch
@@ -118,6 +128,7 @@ TASKS: dict[str, Task] = {
     'image_classification': Task('classification', ('inputs',), _classification,
                                  tokenized=False),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),
+    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm),
 }
 
 

@@ -1,0 +1,91 @@
+"""BERT (Devlin et al. 2019): the masking rule, the masked-LM loss, segment embeddings,
+pretraining and fine-tuning from the pretrained encoder."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import masked_lm
+from seqjax import tasks
+
+TOKEN_IDS = masked_lm.TokenIds(mask_id=5, first_token_id=6, num_real_tokens=40)
+
+
+def _five_sigma(count: float, total: float, p: float) -> float:
+  """|count / total - p| allowed: five standard deviations of a binomial share."""
+  return 5 * np.sqrt(p * (1 - p) / total)
+
+
+def test_masking_proportions_and_never_special(rng):
+  # Rows of ordinary ids with special ids (0..5) sprinkled in and trailing padding.
+  ids = rng.integers(0, TOKEN_IDS.num_real_tokens, (512, 128))
+  ids[:, 100:] = 0
+  ids = jnp.asarray(ids, jnp.int32)
+  inputs, chosen = masked_lm.mask_tokens(jax.random.key(3), ids, TOKEN_IDS)
+  ids, inputs, chosen = np.asarray(ids), np.asarray(inputs), np.asarray(chosen)
+  special = ids < TOKEN_IDS.first_token_id
+  assert not chosen[special].any()  # padding, eos, unk, [CLS], [SEP], [MASK]
+  np.testing.assert_array_equal(inputs[~chosen], ids[~chosen])  # nothing else changes
+  ordinary = (~special).sum()
+  assert abs(chosen.sum() / ordinary - 0.15) < _five_sigma(chosen.sum(), ordinary, 0.15)
+  num_chosen = chosen.sum()
+  was, now = ids[chosen], inputs[chosen]
+  masked = now == TOKEN_IDS.mask_id
+  num_ordinary_ids = TOKEN_IDS.num_real_tokens - TOKEN_IDS.first_token_id
+  # A random replacement equals the original with probability 1 / num_ordinary_ids.
+  p_random_other = 0.1 * (1 - 1 / num_ordinary_ids)
+  p_kept = 0.1 + 0.1 / num_ordinary_ids
+  for share, p in ((masked.mean(), 0.8), ((~masked & (now != was)).mean(), p_random_other),
+                   ((now == was).mean(), p_kept)):
+    assert abs(share - p) < _five_sigma(share, num_chosen, p), (share, p)
+  random = now[~masked & (now != was)]
+  assert random.min() >= TOKEN_IDS.first_token_id and random.max() < TOKEN_IDS.num_real_tokens
+  # Uniform over the ordinary ids: every one of them is drawn.
+  assert len(np.unique(random)) == num_ordinary_ids
+
+
+def test_masking_is_a_function_of_the_rng(rng):
+  ids = jnp.asarray(rng.integers(6, 40, (4, 32)), jnp.int32)
+  first = masked_lm.mask_tokens(jax.random.key(1), ids, TOKEN_IDS)
+  again = masked_lm.mask_tokens(jax.random.key(1), ids, TOKEN_IDS)
+  other = masked_lm.mask_tokens(jax.random.key(2), ids, TOKEN_IDS)
+  np.testing.assert_array_equal(first[0], again[0])
+  assert not np.array_equal(first[1], other[1])
+
+
+def _reference_loss(logits, targets, chosen, num_real):
+  """Mean over the chosen positions of -log softmax(logits over the real ids)[target]."""
+  total, count, correct = 0.0, 0, 0
+  for b in range(targets.shape[0]):
+    for s in range(targets.shape[1]):
+      if chosen[b, s]:
+        z = logits[b, s, :num_real].astype(np.float64)
+        total += np.log(np.sum(np.exp(z - z.max()))) + z.max() - z[targets[b, s]]
+        count += 1
+        correct += int(np.argmax(z) == targets[b, s])
+  return total / count, correct / count
+
+
+def test_masked_lm_loss_counts_only_chosen_positions(rng):
+  logits = rng.normal(size=(3, 7, 48)).astype(np.float32)
+  targets = rng.integers(6, 40, (3, 7)).astype(np.int32)
+  chosen = rng.random((3, 7)) < 0.3
+  chosen[0, 0] = True
+  batch = {'targets': jnp.asarray(targets), 'chosen': jnp.asarray(chosen, jnp.float32)}
+  settings = tasks.LossSettings(num_real_classes=40)
+  task = tasks.get('mlm')
+  sums = task.sums(jnp.asarray(logits), batch, settings)
+  expected_loss, expected_accuracy = _reference_loss(logits, targets, chosen, 40)
+  np.testing.assert_allclose(float(tasks.mean_loss(sums)), expected_loss, rtol=1e-5)
+  correct, count = sums['masked_token_accuracy']
+  assert float(count) == chosen.sum()
+  np.testing.assert_allclose(float(correct) / float(count), expected_accuracy)
+  # A logit at an unchosen position does not enter the loss.
+  b, s = np.argwhere(~chosen)[0]
+  changed = logits.copy()
+  changed[b, s] += 100.0 * rng.normal(size=48).astype(np.float32)
+  changed_sums = task.sums(jnp.asarray(changed), batch, settings)
+  assert float(changed_sums['loss'][0]) == float(sums['loss'][0])
+  changed[tuple(np.argwhere(chosen)[0])] += 100.0 * rng.normal(size=48).astype(np.float32)
+  assert float(task.sums(jnp.asarray(changed), batch, settings)['loss'][0]) != float(
+      sums['loss'][0])
