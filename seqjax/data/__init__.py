@@ -20,6 +20,8 @@ DATASETS: dict[str, base.Dataset] = {
                                'lm'),
     'reviews_sentiment': base.Dataset(synthetic_text.SyntheticTextConfig,
                                       synthetic_text.load_sentiment, 'classification'),
+    'reviews_pairs': base.Dataset(synthetic_text.ReviewPairsConfig, synthetic_text.load_pairs,
+                                  'mlm'),
     'shapes': base.Dataset(images.ShapesConfig, images.load_shapes, 'image_classification'),
     # TensorFlow Datasets.
     'tiny_shakespeare': base.Dataset(tfds_text.ShakespeareConfig, tfds_text.load_shakespeare,
