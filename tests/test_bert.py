@@ -1,12 +1,15 @@
 """BERT (Devlin et al. 2019): the masking rule, the masked-LM loss, segment embeddings,
 pretraining and fine-tuning from the pretrained encoder."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from seqjax import masked_lm
 from seqjax import tasks
+from seqjax.models import decoder_only
+from seqjax.models import encoder_only
 
 TOKEN_IDS = masked_lm.TokenIds(mask_id=5, first_token_id=6, num_real_tokens=40)
 
@@ -89,3 +92,51 @@ def test_masked_lm_loss_counts_only_chosen_positions(rng):
   changed[tuple(np.argwhere(chosen)[0])] += 100.0 * rng.normal(size=48).astype(np.float32)
   assert float(task.sums(jnp.asarray(changed), batch, settings)['loss'][0]) != float(
       sums['loss'][0])
+
+
+TINY = dict(vocab_size=48, num_layers=2, embed_dim=16, num_heads=2, mlp_dim=32, dropout_rate=0.0,
+            position_embedding='learned', num_segments=2, activation='gelu', max_length=24)
+
+
+def _tiny(cls, **fields):
+  return cls(**{**TINY, **fields})
+
+
+def test_segment_embeddings_add_their_table_rows(rng):
+  ids = jnp.asarray(rng.integers(6, 48, (3, 10)), jnp.int32)
+  segments = jnp.asarray(rng.integers(0, 2, (3, 10)), jnp.int32)
+  embedder = decoder_only.PositionalEmbed(48, 16, 'learned', 'dot_product', 24, 0.0,
+                                          num_segments=2)
+  params = nn.unbox(embedder.init(jax.random.key(0), ids, True, segments=segments)['params'])
+  table = np.asarray(params['embed']['table']['embedding'])
+  expected = (table[np.asarray(ids)] * np.sqrt(16) + np.asarray(params['positions'])[:10]
+              + np.asarray(params['segments'])[np.asarray(segments)])
+  got = embedder.apply({'params': params}, ids, True, segments=segments)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6)
+  # Through the whole model: a segment table of zeros is no segment table at all, and a row of
+  # its own for segment 1 changes the logits.
+  model = _tiny(encoder_only.BertMLM)
+  variables = nn.unbox(model.init(jax.random.key(1), ids, segments))
+  plain = _tiny(encoder_only.BertMLM, num_segments=0)
+  plain_params = jax.tree.map(lambda x: x, variables['params'])
+  del plain_params['embed']['segments']
+  zeroed = jax.tree.map(lambda x: x, variables['params'])
+  zeroed['embed']['segments'] = jnp.zeros_like(zeroed['embed']['segments'])
+  np.testing.assert_array_equal(model.apply({'params': zeroed}, ids, segments),
+                                plain.apply({'params': plain_params}, ids))
+  assert not np.allclose(model.apply(variables, ids, segments), model.apply(variables, ids))
+
+
+def test_pretrained_and_classifier_parameters_line_up(rng):
+  ids = jnp.asarray(rng.integers(6, 48, (2, 10)), jnp.int32)
+  pretrained = nn.unbox(_tiny(encoder_only.BertMLM).init(jax.random.key(0), ids)['params'])
+  classifier = nn.unbox(_tiny(encoder_only.TransformerClassifier, num_classes=2,
+                              input_format='bert').init(jax.random.key(0), ids)['params'])
+  shapes = lambda tree: {jax.tree_util.keystr(path): leaf.shape
+                         for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  encoder = {path: shape for path, shape in shapes(pretrained).items()
+             if not path.startswith("['mlm_head']")}
+  classifier_shapes = shapes(classifier)
+  assert encoder.items() <= classifier_shapes.items()
+  assert set(classifier_shapes) - set(encoder) == {
+      "['pooler']['kernel']", "['pooler']['bias']", "['head']['kernel']", "['head']['bias']"}

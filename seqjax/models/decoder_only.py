@@ -31,7 +31,8 @@ class PositionalEmbed(nn.Module):
 
   'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative:
   attention_lib.ENCODES_POSITIONS) and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others;
-  'learned' is GPT's table.
+  'learned' is GPT's table. With num_segments, a segment (token-type) table is added too: BERT's
+  sentence A and B embeddings (Devlin et al. 2019, sec. 3 and fig. 2).
   """
   vocab_size: int
   features: int
@@ -40,6 +41,7 @@ class PositionalEmbed(nn.Module):
   max_length: int
   dropout_rate: float
   dtype: jnp.dtype = jnp.float32
+  num_segments: int = 0  # rows of the segment table; 0: none
 
   def setup(self):
     self.embed = embed.Embed(self.vocab_size, self.features, self.dtype, name='embed')
@@ -48,6 +50,10 @@ class PositionalEmbed(nn.Module):
           'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                     ('length', 'embed')),
           (self.max_length, self.features))
+    if self.num_segments:
+      self.segment_table = self.param(
+          'segments', nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, 'embed')),
+          (self.num_segments, self.features))
     self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   @property
@@ -55,9 +61,14 @@ class PositionalEmbed(nn.Module):
     """sinusoidal | learned | none, by the rule of embed.position_embedding_kind."""
     return embed.position_embedding_kind(self.position_embedding, self.attention_name)
 
-  def __call__(self, ids: Array, deterministic: bool, prefix: Optional[Array] = None) -> Array:
-    """ids [b, t] -> [b, t, e]; with prefix [e] (a [CLS] vector), [b, 1 + t, e] with it first."""
+  def __call__(self, ids: Array, deterministic: bool, prefix: Optional[Array] = None,
+               segments: Optional[Array] = None) -> Array:
+    """ids [b, t] -> [b, t, e]; with prefix [e] (a [CLS] vector), [b, 1 + t, e] with it first.
+    segments int [b, t] (with num_segments; None: all 0) add their rows of the segment table."""
     x = self.embed(ids)  # [b, t, e]
+    if self.num_segments:
+      segments = jnp.zeros_like(ids) if segments is None else segments
+      x = x + jnp.asarray(self.segment_table, self.dtype)[segments]  # [b, t, e]
     if prefix is not None:
       prefix = jnp.broadcast_to(jnp.asarray(prefix, x.dtype), (x.shape[0], 1, x.shape[2]))
       x = jnp.concatenate([prefix, x], axis=1)  # [b, 1 + t, e]
