@@ -99,6 +99,10 @@ def _regression(outputs: Array, batch, settings: LossSettings) -> Sums:
 SOLVED_TOLERANCE = 0.04  # a regression example is solved when |error| < this (adding problem)
 
 # The extra keys of a packed seq2seq batch, int32 [b, s] / [b, t] (segmentation 0 = padding).
+# BERT's pieces (Devlin et al. 2019, sec. 3): the vocabulary's ids 3, 4, 5, before every ordinary
+# piece (seqjax/data/tokenizer.py), so the masking rule tells them apart by id (masked_lm.TokenIds).
+BERT_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
+
 PACKED_KEYS = ('inputs_segmentation', 'targets_segmentation', 'inputs_position',
                'targets_position')
 
@@ -115,6 +119,9 @@ class Task:
   # Batch keys passed as keyword arguments when the batch has them (packed rows' segmentation
   # and positions, see seqjax/data/packing.py).
   optional_model_args: tuple[str, ...] = ()
+  # Pieces the task needs in the vocabulary as whole tokens ('[MASK]', T5's '<extra_id_0>', ...):
+  # the tokenizer is trained with them (seqjax/data/tokenizer.py), their ids from piece_id.
+  special_tokens: tuple[str, ...] = ()
   # `prepare(batch, rng, LossSettings) -> batch`, run in the step before the model (mlm: the
   # masking rule); rng is the step's (training) or a fixed key (evaluation).
   prepare: Optional[Callable[[dict[str, Array], Array, LossSettings], dict[str, Array]]] = None
@@ -140,10 +147,11 @@ TASKS: dict[str, Task] = {
                                  tokenized=False),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),
     # BERT (Devlin et al. 2019): masked-LM pretraining, and classification of [CLS] text [SEP].
-    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm,
+    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm, special_tokens=BERT_TOKENS,
                 prepare=lambda batch, rng, settings: masked_lm.mask_batch(
                     batch, rng, settings.token_ids)),
-    'bert_classification': Task('bert_classification', ('inputs', 'segments'), _classification),
+    'bert_classification': Task('bert_classification', ('inputs', 'segments'), _classification,
+                                special_tokens=BERT_TOKENS),
 }
 MASKED_LM_MODEL = 'bert_mlm'  # the model that the 'mlm' task trains (seqjax/models)
 
