@@ -10,8 +10,7 @@ Two choices, each the one the Hugging Face collator (DataCollatorForLanguageMode
   in expectation (the original code draws exactly round(0.15 n) per sequence of n tokens);
 - the random token is drawn uniformly from the ordinary pieces, so it may be the original one.
 Padding, end of sequence, unknown and the special pieces ([CLS], [SEP], [MASK]) are never chosen
-and never drawn: with seqjax's vocabulary layout (seqjax/data/tokenizer.py) they are the ids below
-`first_token_id`.
+and never drawn (`TokenIds.special_ids`).
 
 Masks are drawn in the train step from the step's rng (seqjax/train.py), so a resumed run draws
 the masks the original would have, any number of processes draws the same ones (the masking sees
@@ -25,8 +24,16 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from seqjax import errors
+from seqjax.data import tokenizer as tokenizer_lib
 
 Array = jax.Array
+
+# BERT's pieces (sec. 3): trained into the vocabulary by the tasks that need them (seqjax/tasks.py).
+CLS, SEP, MASK = '[CLS]', '[SEP]', '[MASK]'
+BERT_TOKENS = (CLS, SEP, MASK)
 
 MASK_RATE = 0.15  # the chosen share of the tokens (sec. 3.1)
 MASK_SHARE = 0.8  # of the chosen tokens: replaced by [MASK] (appendix A.1) ...
@@ -35,27 +42,49 @@ RANDOM_SHARE = 0.1  # ... replaced by a random token; the remaining 10% are kept
 
 @dataclasses.dataclass(frozen=True)
 class TokenIds:
-  """The ids the masking rule needs, from the tokenizer: [MASK], the first ordinary piece (every
-  id below it is padding, a control piece or a special piece), and the number of real ids (the
-  model's vocabulary is padded past them)."""
+  """The ids the masking rule needs, from the tokenizer: [MASK], the ids never chosen nor drawn
+  (padding, end of sequence, unknown, BERT's pieces), and the number of real ids (the model's
+  vocabulary is padded past them). Every other id below num_real_tokens is an ordinary piece."""
   mask_id: int
-  first_token_id: int
+  special_ids: tuple[int, ...]
   num_real_tokens: int
+
+  @classmethod
+  def of(cls, tokenizer: tokenizer_lib.Tokenizer) -> 'TokenIds':
+    """The ids of a vocabulary trained with BERT_TOKENS (UserError for one without them).
+
+    SentencePiece's word model also keeps each of them with the word-boundary mark ('▁[MASK]'),
+    pieces that no text encodes to; they are special too, so they are never drawn either.
+    """
+    mask_id = tokenizer.piece_id(MASK)  # raises for a vocabulary without BERT's pieces
+    for piece in BERT_TOKENS:
+      tokenizer.piece_id(piece)
+    pieces = tokenizer.pieces(range(tokenizer.vocab_size))
+    special = [tokenizer_lib.PAD_ID, tokenizer_lib.EOS_ID, tokenizer_lib.UNK_ID]
+    special += [i for i, piece in enumerate(pieces) if piece.lstrip('\u2581') in BERT_TOKENS]
+    return cls(mask_id, tuple(sorted(set(special))), tokenizer.vocab_size)
+
+  def ordinary_ids(self) -> np.ndarray:
+    """int32 [n]: the ids that may be chosen, and drawn as random replacements."""
+    return np.setdiff1d(np.arange(self.num_real_tokens), self.special_ids).astype(np.int32)
 
 
 def mask_tokens(rng: jax.Array, ids: Array, token_ids: TokenIds) -> tuple[Array, Array]:
-  """BERT's masking rule applied to ids int [b, s].
+  """BERT's masking rule applied to ids int [b, s] (all below token_ids.num_real_tokens).
 
   Returns:
     inputs int [b, s]: ids with the chosen positions replaced ([MASK], random, or kept);
     chosen bool [b, s]: the positions the loss is computed on (never padding or special ids).
   """
   choose_rng, action_rng, random_rng = jax.random.split(rng, 3)
-  ordinary = ids >= token_ids.first_token_id  # [b, s]: padding, eos, unk, specials excluded
+  ordinary_ids = token_ids.ordinary_ids()  # [n]
+  is_ordinary = np.zeros(token_ids.num_real_tokens, bool)
+  is_ordinary[ordinary_ids] = True
+  ordinary = jnp.asarray(is_ordinary)[ids]  # [b, s]: padding, eos, unk, specials excluded
   chosen = ordinary & (jax.random.uniform(choose_rng, ids.shape) < MASK_RATE)  # [b, s]
   action = jax.random.uniform(action_rng, ids.shape)  # [b, s]: which replacement, per position
-  random_ids = jax.random.randint(random_rng, ids.shape, token_ids.first_token_id,
-                                  token_ids.num_real_tokens, dtype=ids.dtype)  # [b, s]
+  random_ids = jnp.asarray(ordinary_ids, ids.dtype)[
+      jax.random.randint(random_rng, ids.shape, 0, len(ordinary_ids))]  # [b, s]
   replaced = jnp.where(action < MASK_SHARE, jnp.asarray(token_ids.mask_id, ids.dtype),
                        jnp.where(action < MASK_SHARE + RANDOM_SHARE, random_ids, ids))
   return jnp.where(chosen, replaced, ids), chosen

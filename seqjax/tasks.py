@@ -99,10 +99,6 @@ def _regression(outputs: Array, batch, settings: LossSettings) -> Sums:
 SOLVED_TOLERANCE = 0.04  # a regression example is solved when |error| < this (adding problem)
 
 # The extra keys of a packed seq2seq batch, int32 [b, s] / [b, t] (segmentation 0 = padding).
-# BERT's pieces (Devlin et al. 2019, sec. 3): the vocabulary's ids 3, 4, 5, before every ordinary
-# piece (seqjax/data/tokenizer.py), so the masking rule tells them apart by id (masked_lm.TokenIds).
-BERT_TOKENS = ('[CLS]', '[SEP]', '[MASK]')
-
 PACKED_KEYS = ('inputs_segmentation', 'targets_segmentation', 'inputs_position',
                'targets_position')
 
@@ -147,12 +143,13 @@ TASKS: dict[str, Task] = {
                                  tokenized=False),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),
     # BERT (Devlin et al. 2019): masked-LM pretraining, and classification of [CLS] text [SEP].
-    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm, special_tokens=BERT_TOKENS,
+    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm, special_tokens=masked_lm.BERT_TOKENS,
                 prepare=lambda batch, rng, settings: masked_lm.mask_batch(
                     batch, rng, settings.token_ids)),
     'bert_classification': Task('bert_classification', ('inputs', 'segments'), _classification,
-                                special_tokens=BERT_TOKENS),
+                                special_tokens=masked_lm.BERT_TOKENS),
 }
+CLASSIFICATIONS = ('classification', 'bert_classification')  # the kinds whose models have classes
 MASKED_LM_MODEL = 'bert_mlm'  # the model that the 'mlm' task trains (seqjax/models)
 
 

@@ -11,10 +11,9 @@ import grain
 import numpy as np
 
 from seqjax import errors
+from seqjax import masked_lm
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
-
-BERT_CLS, BERT_SEP = '[CLS]', '[SEP]'  # pieces of the vocabulary (tasks.BERT_TOKENS)
 
 
 def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], max_length: int,
@@ -77,7 +76,7 @@ def encode_bert(tokenizer: tokenizer_lib.Tokenizer, records: Sequence[Sequence[s
   `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, as (ids, segment ids) int32 [max_length] each, the
   segment 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`, zero padding. A pair that does not fit raises,
   naming the config key (`data.<length_key>`) that bounds it."""
-  cls_id, sep_id = tokenizer.piece_id(BERT_CLS), tokenizer.piece_id(BERT_SEP)
+  cls_id, sep_id = tokenizer.piece_id(masked_lm.CLS), tokenizer.piece_id(masked_lm.SEP)
   encoded = [tokenizer.encode(texts) for texts in zip(*records)]  # per sentence: ids per record
   rows = []
   for index, sentences in enumerate(zip(*encoded)):
