@@ -23,7 +23,7 @@ ARGS = ('smoke',)
 ENCODER = dict(num_layers=2, embed_dim=128, num_heads=4, mlp_dim=512, dropout_rate=0.1,
                pre_ln=False, position_embedding='learned', num_segments=2, activation='gelu',
                max_length=48)
-SMOKE_ENCODER = dict(embed_dim=32, num_heads=2, mlp_dim=64)
+SMOKE_ENCODER = dict(num_layers=1, embed_dim=32, num_heads=2, mlp_dim=64)
 MEASURED = 'not measured yet'
 
 
