@@ -31,10 +31,10 @@ def get_config(arg: str | None = None):
   if arg not in (None, *ARGS):
     raise errors.UserError(f'Unknown config argument {arg!r}; known: {", ".join(ARGS)}.')
   config = config_lib.base_config(model='bert_mlm', data='reviews_pairs')
-  config.num_train_steps = 2000
+  config.num_train_steps = 800
   config.log_every_steps = 50
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.eval_every_steps = 400
+  config.checkpoint_every_steps = 400
   config.batch_size = 64
   config.label_smoothing = 0.0
   config.optimizer.name = 'adamw'  # BERT: Adam with decoupled weight decay 0.01 (appendix A.2)

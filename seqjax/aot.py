@@ -134,6 +134,12 @@ class VocabularyOfSize:
     """A task's special piece: the id a trained vocabulary gives it (right after unknown)."""
     return tokenizer_lib.UNK_ID + 1 + self.special_tokens.index(piece)
 
+  def pieces(self, ids: Sequence[int]) -> list[str]:
+    """The special pieces at their ids; a placeholder for every other id."""
+    first = tokenizer_lib.UNK_ID + 1
+    return [self.special_tokens[i - first] if 0 <= i - first < len(self.special_tokens)
+            else f'<{i}>' for i in ids]
+
 
 def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> train.Experiment:
   """The trainer's Experiment on `devices`, without reading the dataset for a tokenizer: the
