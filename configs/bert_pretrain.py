@@ -8,7 +8,9 @@ train step masks 15% of the tokens (80% [MASK], 10% random, 10% kept; seqjax/mas
 the loss counts those alone. No next-sentence prediction (RoBERTa, Liu et al. 2019 sec. 4.2,
 found it does not help, and the generated reviews are independent, so a next one cannot be told
 from a random one). configs/bert_finetune.py starts a sentiment classifier from this workdir.
-Measured on the 2-core CPU machine: see MEASURED below.
+
+Measured on the 2-core CPU machine (shared with other jobs, nice -n 10): 800 steps in 521 s wall,
+211 s CPU (user); test masked-token accuracy 40.1% (loss 1.61) over the chosen tokens.
 
 `:smoke` runs a few steps of a tiny encoder (tests/test_bert.py).
 """
@@ -24,7 +26,6 @@ ENCODER = dict(num_layers=2, embed_dim=128, num_heads=4, mlp_dim=512, dropout_ra
                pre_ln=False, position_embedding='learned', num_segments=2, activation='gelu',
                max_length=48)
 SMOKE_ENCODER = dict(num_layers=1, embed_dim=32, num_heads=2, mlp_dim=64)
-MEASURED = 'not measured yet'
 
 
 def get_config(arg: str | None = None):

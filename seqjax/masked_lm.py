@@ -56,13 +56,11 @@ class TokenIds:
     SentencePiece's word model also keeps each of them with the word-boundary mark ('▁[MASK]'),
     pieces that no text encodes to; they are special too, so they are never drawn either.
     """
-    mask_id = tokenizer.piece_id(MASK)  # raises for a vocabulary without BERT's pieces
-    for piece in BERT_TOKENS:
-      tokenizer.piece_id(piece)
+    ids = {piece: tokenizer.piece_id(piece) for piece in BERT_TOKENS}  # raises for a missing one
     pieces = tokenizer.pieces(range(tokenizer.vocab_size))
     special = [tokenizer_lib.PAD_ID, tokenizer_lib.EOS_ID, tokenizer_lib.UNK_ID]
     special += [i for i, piece in enumerate(pieces) if piece.lstrip('\u2581') in BERT_TOKENS]
-    return cls(mask_id, tuple(sorted(set(special))), tokenizer.vocab_size)
+    return cls(ids[MASK], tuple(sorted(set(special))), tokenizer.vocab_size)
 
   def ordinary_ids(self) -> np.ndarray:
     """int32 [n]: the ids that may be chosen, and drawn as random replacements."""

@@ -203,6 +203,27 @@ def test_special_ids_of_a_word_vocabulary(word_tokenizer):
   assert set(pieces[i].lstrip('\u2581') for i in token_ids.ordinary_ids()) >= {'film', 'good', '.'}
 
 
+
+@pytest.mark.parametrize('dataset_task,model_name,bert_inputs,message', [
+    ('classification', 'bert_mlm', True, "Masked-LM pretraining is model.name='bert_mlm' on a "
+                                         'masked-LM dataset'),
+    ('mlm', 'transformer_classifier', False, "got model.name='transformer_classifier' on a mlm"),
+    ('lm', 'transformer_classifier', True, "reads classification datasets; this dataset is of "
+                                           "kind 'lm'"),
+])
+def test_a_dataset_the_model_cannot_read_is_refused(dataset_task, model_name, bert_inputs,
+                                                    message):
+  with pytest.raises(errors.UserError, match=message):
+    tasks.for_model(dataset_task, model_name, bert_inputs)
+
+
+def test_the_task_follows_the_models_input_format():
+  assert tasks.for_model('classification', 'transformer_classifier', False).name == 'classification'
+  bert = tasks.for_model('classification', 'transformer_classifier', True)
+  assert bert.name == 'bert_classification' and '[CLS]' in bert.special_tokens
+  assert tasks.for_model('mlm', 'bert_mlm', True).prepare is not None
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
