@@ -35,10 +35,15 @@ def get_config(arg: str | None = None):
                       max_length=config.data.max_target_length)
   config.eval.num_eval_batches = 8
   config.eval.num_plot_examples = 0
+  # --mode=generate: sampling at temperature 1 (the model's own distribution), the nucleus of 95%
+  # dropping the tail of tokens the grammar never allows; as long as the model reads.
+  config.generate.update(temperature=1.0, top_k=0, top_p=0.95,
+                         max_new_tokens=config.data.max_target_length)
   if arg == 'shakespeare':
     config.num_train_steps = 5000
     config.eval_every_steps = config.checkpoint_every_steps = 1000
     config.model.update(num_layers=4, embed_dim=256, mlp_dim=1024, max_length=256)
+    config.generate.max_new_tokens = 200
   if arg == 'smoke':
     config_lib.shrink_for_smoke(config)
     config.model.update(embed_dim=32, num_heads=2, mlp_dim=64)
