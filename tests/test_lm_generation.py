@@ -18,19 +18,24 @@ from seqjax.models import transformer
 PAD, EOS = decode.PAD_ID, decode.EOS_ID
 VOCAB, NUM_REAL_TOKENS = 48, 40  # ids 40..47 stand for the vocabulary's padding: never chosen
 MAX_LENGTH = 12
-# A window and a distance clip shorter than the sequences, so that local and relative attention
-# differ from dot_product within them.
 TINY = dict(vocab_size=VOCAB, num_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
-            dropout_rate=0.0, max_length=MAX_LENGTH, attention_window=3, max_relative_distance=3)
+            dropout_rate=0.0, max_length=MAX_LENGTH)
 # Each registered function with the model's defaults (pre-LN; sinusoids unless the function
 # encodes positions), and learned positions, post-LN and grouped key/value heads together.
-VARIANTS = [dict(attention=name) for name in attention.names()] + [
-    dict(attention='dot_product', position_embedding='learned', pre_ln=False, num_kv_heads=2)]
-VARIANT_IDS = [' '.join(f'{value}' for value in variant.values()) for variant in VARIANTS]
+# Variants: (attention settings, other model keys).
+VARIANTS = [(dict(name=name), {}) for name in attention.names()] + [
+    (dict(name='dot_product', num_kv_heads=2), dict(position_embedding='learned', pre_ln=False))]
+VARIANT_IDS = [' '.join(f'{value}' for part in variant for value in part.values())
+               for variant in VARIANTS]
 
 
 def _model_and_params(variant, seed=0):
-  model = decoder_only.TransformerLM(**TINY, **variant)
+  """A TransformerLM of the variant with random parameters. The window and the distance clip
+  are shorter than the sequences, so that local and relative attention differ from dot_product
+  within them."""
+  attention_keys, model_keys = variant
+  settings = attention.AttentionConfig(**attention_keys, window=3, max_relative_distance=3)
+  model = decoder_only.TransformerLM(**TINY, **model_keys, attention=settings)
   params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, MAX_LENGTH), jnp.int32))
   params = nn.unbox(params['params'])
   # Non-zero biases and norm offsets, so that a missing or misplaced term shows.
@@ -114,7 +119,7 @@ def _recompute_step_fn(model, params):
 def test_lm_generate_equals_searches_that_recompute_the_prefix(rng):
   """Greedy and beam search from ragged prompts through the cache, against the same searches
   over a step function that reruns the whole model (beam search reorders the cache)."""
-  model, params = _model_and_params(dict(attention='rope'), seed=3)
+  model, params = _model_and_params((dict(name='rope'), {}), seed=3)
   prompt_lengths = jnp.array([3, 0, 5, 1])
   prompts = jnp.asarray(rng.integers(3, NUM_REAL_TOKENS, (4, 5)), jnp.int32)
   prompts = jnp.where(jnp.arange(5)[None] < prompt_lengths[:, None], prompts, 0)
