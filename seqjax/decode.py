@@ -438,7 +438,8 @@ def prefill(step_fn: StepFn, cache: Cache, prompts: Array,
   return cache, jnp.where(prompt_lengths > 0, last, PAD_ID).astype(jnp.int32)
 
 
-def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array, rngs: Array, *,
+def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
+                rngs: Optional[Array], *,
                 max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 1.0, beam_size: int = 1, length_penalty: float = 0.0,
                 num_real_tokens: Optional[int] = None) -> Array:
@@ -447,7 +448,7 @@ def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
 
   beam_size > 1: beam search (GNMT length penalty alpha = length_penalty; temperature, top_k and
   top_p unused); else temperature 0: greedy search; else `sample` with rngs [b] (one key per
-  example). The cache holds t = min(p + max_new_tokens, model.max_length) positions, and row r
+  example; None for the two searches). The cache holds t = min(p + max_new_tokens, model.max_length) positions, and row r
   gets at most min(max_new_tokens, t - prompt_lengths[r]) new tokens: a prompt may have up to
   model.max_length - 1 ids, the model reading the start token first.
   """
