@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from seqjax import decode
+from seqjax import sampling
 
 PAD, EOS = decode.PAD_ID, decode.EOS_ID
 
@@ -48,7 +49,7 @@ def _boundary_margin(logits: np.ndarray, p: float) -> float:
 def test_top_k_keeps_exactly_the_tokens_numpy_keeps(rng, k):
   logits = rng.normal(size=(6, 16)).astype(np.float32)
   logits[3:] = np.round(logits[3:])  # integer logits: ties, also across the k-th largest
-  filtered = np.asarray(decode.top_k_filter(jnp.asarray(logits), k))
+  filtered = np.asarray(sampling.top_k_filter(jnp.asarray(logits), k))
   kept = _numpy_top_k(logits, k)
   np.testing.assert_array_equal(np.isfinite(filtered), kept)
   np.testing.assert_array_equal(filtered[kept], logits[kept])  # kept logits unchanged
@@ -62,7 +63,7 @@ def test_top_p_keeps_exactly_the_tokens_numpy_keeps(rng, p):
   logits[4:] = np.round(logits[4:])  # ties
   logits[2, 5:] = -np.inf  # tokens removed before (by top-k), probability 0
   assert p == 1.0 or _boundary_margin(logits, p) > 1e-4
-  filtered = np.asarray(decode.top_p_filter(jnp.asarray(logits), p))
+  filtered = np.asarray(sampling.top_p_filter(jnp.asarray(logits), p))
   kept = _numpy_top_p(logits, p)
   np.testing.assert_array_equal(np.isfinite(filtered), kept)
   np.testing.assert_array_equal(filtered[kept], logits[kept])
@@ -76,9 +77,9 @@ def test_top_p_keeps_exactly_the_tokens_numpy_keeps(rng, p):
 
 def test_filters_refuse_bad_arguments():
   logits = jnp.zeros((2, 5))
-  for call in (lambda: decode.top_k_filter(logits, 0), lambda: decode.top_p_filter(logits, 0.0),
-               lambda: decode.top_p_filter(logits, 1.5), lambda: decode.top_k_filter(logits[0], 2),
-               lambda: decode.sampling_logits(logits, temperature=-1.0)):
+  for call in (lambda: sampling.top_k_filter(logits, 0), lambda: sampling.top_p_filter(logits, 0.0),
+               lambda: sampling.top_p_filter(logits, 1.5), lambda: sampling.top_k_filter(logits[0], 2),
+               lambda: sampling.sampling_logits(logits, temperature=-1.0)):
     with pytest.raises(ValueError):
       call()
 
