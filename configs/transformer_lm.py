@@ -7,7 +7,19 @@ Trains on the project's generated review corpus (no download): a word-level gram
 reviews, whose eval perplexity shows how much of the grammar the model has learned. The
 `:shakespeare` argument trains a character-level model on TFDS tiny_shakespeare instead
 (`pip install seqjax[tfds]`; downloaded by TFDS on first use). `:smoke` runs a few steps.
-Expected on the 2-core CPU machine: see the README's results table.
+Expected on the 2-core CPU machine: see the README's results table (test perplexity 4.57; 2 to 4 min
+here while other jobs shared the machine).
+
+Then the trained model continues prompts, one per line of stdin (an empty line: from nothing):
+
+  printf '\nthe movie\nthis actor was not\n' | python -m seqjax.main \
+      --config=configs/transformer_lm.py --workdir=workdirs/transformer_lm --mode=generate \
+      [--config.generate.temperature=0]
+
+with the `generate` settings below (sampling at temperature 1 within the nucleus of 95%; 0 is
+greedy). Measured (28-31 s each): greedy 'a scene felt not really wonderful .', 'felt not really
+wonderful .', 'really wonderful .'; sampled 'this cast was very tedious .', 'is quite good .',
+'tedious , but that movie looked not quite bad .': reviews the grammar can make.
 """
 
 from seqjax import config as config_lib
