@@ -403,9 +403,10 @@ def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
 
   beam_size > 1: beam search (GNMT length penalty alpha = length_penalty; temperature, top_k and
   top_p unused); else temperature 0: greedy search; else `sample` with rngs [b] (one key per
-  example; None for the two searches). The cache holds t = min(p + max_new_tokens, model.max_length) positions, and row r
-  gets at most min(max_new_tokens, t - prompt_lengths[r]) new tokens: a prompt may have up to
-  model.max_length - 1 ids, the model reading the start token first.
+  example; None for the two searches). The cache holds t = min(p + max_new_tokens,
+  model.max_length) positions, and row r gets at most min(max_new_tokens, t - prompt_lengths[r])
+  new tokens: a prompt may have up to model.max_length - 1 ids, the model reading the start token
+  first.
   """
   batch_size, prompt_width = prompts.shape
   if prompt_width >= model.max_length:

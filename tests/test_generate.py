@@ -77,8 +77,10 @@ def test_top_p_keeps_exactly_the_tokens_numpy_keeps(rng, p):
 
 def test_filters_refuse_bad_arguments():
   logits = jnp.zeros((2, 5))
-  for call in (lambda: sampling.top_k_filter(logits, 0), lambda: sampling.top_p_filter(logits, 0.0),
-               lambda: sampling.top_p_filter(logits, 1.5), lambda: sampling.top_k_filter(logits[0], 2),
+  for call in (lambda: sampling.top_k_filter(logits, 0),
+               lambda: sampling.top_k_filter(logits[0], 2),
+               lambda: sampling.top_p_filter(logits, 0.0),
+               lambda: sampling.top_p_filter(logits, 1.5),
                lambda: sampling.sampling_logits(logits, temperature=-1.0)):
     with pytest.raises(ValueError):
       call()
