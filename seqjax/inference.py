@@ -2,7 +2,6 @@
 BLEU, translations written out), translate (source lines through the latest checkpoint) and
 generate (a language model's continuations of prompt lines)."""
 
-import functools
 import json
 import logging
 import os
