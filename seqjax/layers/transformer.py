@@ -6,7 +6,8 @@ e model dim, f feed-forward dim. Parameters carry logical axis names ('embed', '
 
 Decoding one position at a time (`DecoderBlock.decode_step`) reads and writes an explicit
 `DecoderLayerCache`: the keys/values of the outputs so far, and those of the encoder output, which
-`DecoderBlock.init_cache` projects once per source.
+`DecoderBlock.init_cache` projects once per source. A decoder-only model's causal `EncoderBlock`
+decodes the same way against a `SelfAttentionCache` (`MultiHeadAttention.attend_cached`).
 """
 
 import functools
@@ -35,6 +36,13 @@ class DecoderLayerCache:
   self_value: Array  # dtype [b, t, k, d], their values
   cross_key: Array  # dtype [b, s, k, d], the encoder output's keys, projected once
   cross_value: Array  # dtype [b, s, k, d], its values
+
+
+@flax.struct.dataclass
+class SelfAttentionCache:
+  """What one block of a decoder-only model keeps between decoding steps (t: the cache length)."""
+  key: Array  # dtype [b, t, k, d], keys of the positions so far; zeros at later positions
+  value: Array  # dtype [b, t, k, d], their values
 
 
 def _flat_xavier(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
@@ -144,6 +152,21 @@ class MultiHeadAttention(nn.Module):
                                   query_positions=query_positions, key_positions=key_positions,
                                   causal=causal, key_lengths=key_lengths)
 
+  def attend_cached(self, inputs_q: Array, key_cache: Array, value_cache: Array,
+                    position: Array, mask: Array) -> tuple[Array, Array, Array]:
+    """Self-attention of one new position per row, decoding: inputs_q [b, 1, e] at each row's
+    position [b] has its key and value written into key_cache, value_cache [b, t, k, d] there,
+    then attends over the cache with mask [b, 1, 1, t] (the positions written so far, 0..position)
+    -> ([b, 1, e], key_cache, value_cache). The attention function sees the query at `position`
+    and the keys at 0..t-1, as the full pass would."""
+    key, value = self.project_kv(inputs_q)  # [b, 1, k, d] each
+    key_cache = write_at(key_cache, key, position)  # [b, t, k, d]
+    value_cache = write_at(value_cache, value, position)  # [b, t, k, d]
+    attended = self.attend(inputs_q, key_cache, value_cache, mask,
+                           query_positions=position[:, None],
+                           key_lengths=position + 1)  # [b, 1, e]
+    return attended, key_cache, value_cache
+
   def _attend_projected(self, query: Array, key: Array, value: Array, mask: Optional[Array], *,
                         query_positions: Optional[Array], key_positions: Optional[Array],
                         causal: bool, key_lengths: Optional[Array]) -> Array:
@@ -242,7 +265,11 @@ class Residual(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Self-attention then feed-forward, each in a Residual."""
+  """Self-attention then feed-forward, each in a Residual.
+
+  With `causal` (a decoder-only language model) `init_cache` and `decode_step` also run one
+  position per call against a `SelfAttentionCache`, with the same parameters.
+  """
   num_heads: int
   embed_dim: int
   mlp_dim: int
@@ -253,7 +280,14 @@ class EncoderBlock(nn.Module):
   causal: bool = False  # True: `mask` is the causal mask (a decoder-only language model)
   activation: str = 'relu'  # of the feed-forward layer: relu | gelu
 
-  @nn.compact
+  def setup(self):
+    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
+    self.self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
+                                             self.dtype)
+    self.attention_residual = residual()
+    self.feed_forward = FeedForward(self.mlp_dim, self.dtype, self.activation)
+    self.feed_forward_residual = residual()
+
   def __call__(self, x: Array, mask: Array, deterministic: bool,
                positions: Optional[Array] = None, key_lengths: Optional[Array] = None) -> Array:
     """x [b, s, e], mask broadcastable to [b, h, s, s] -> [b, s, e].
@@ -261,14 +295,29 @@ class EncoderBlock(nn.Module):
     positions [b, s]: each token's position in its own example (packed rows); default 0..s-1.
     key_lengths [b]: the mask as lengths, when it is only trailing padding (MultiHeadAttention).
     """
-    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
-    self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
-                                        self.dtype, name='self_attention')
-    x = residual(name='attention_residual')(
-        x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions,
-                                    key_lengths=key_lengths), deterministic)
-    feed_forward = FeedForward(self.mlp_dim, self.dtype, self.activation, name='feed_forward')
-    return residual(name='feed_forward_residual')(x, feed_forward, deterministic)
+    x = self.attention_residual(
+        x, lambda y: self.self_attention(y, y, mask, causal=self.causal, positions=positions,
+                                         key_lengths=key_lengths), deterministic)
+    return self.feed_forward_residual(x, self.feed_forward, deterministic)
+
+  def init_cache(self, batch_size: int, length: int) -> SelfAttentionCache:
+    """An empty cache of `length` positions."""
+    head_dim = self.embed_dim // self.num_heads
+    num_kv_heads = self.attention.num_kv_heads or self.num_heads
+    shape = (batch_size, length, num_kv_heads, head_dim)  # [b, t, k, d]
+    return SelfAttentionCache(key=jnp.zeros(shape, self.dtype), value=jnp.zeros(shape, self.dtype))
+
+  def decode_step(self, x: Array, cache: SelfAttentionCache, position: Array,
+                  mask: Array) -> tuple[Array, SelfAttentionCache]:
+    """x [b, 1, e] at each row's position [b] -> ([b, 1, e], cache with that position written);
+    mask [b, 1, 1, t]: the cached positions 0..position. No dropout."""
+    def attend_with_cache(y):  # y [b, 1, e]
+      attended, key, value = self.self_attention.attend_cached(y, cache.key, cache.value,
+                                                               position, mask)
+      return attended, SelfAttentionCache(key=key, value=value)
+
+    x, cache = self.attention_residual(x, attend_with_cache, deterministic=True, has_aux=True)
+    return self.feed_forward_residual(x, self.feed_forward, deterministic=True), cache
 
 
 class DecoderBlock(nn.Module):
@@ -335,21 +384,16 @@ class DecoderBlock(nn.Module):
     position + 1); cross_mask broadcasts to [b, h, 1, s] (cross_lengths [b], as in `__call__`).
     No dropout: decoding is deterministic.
     """
-    query_positions = position[:, None]  # [b, 1]
     def attend_with_cache(y):  # y [b, 1, e]
-      key, value = self.self_attention.project_kv(y)  # [b, 1, k, d] each
-      self_key = write_at(cache.self_key, key, position)  # [b, t, k, d]
-      self_value = write_at(cache.self_value, value, position)  # [b, t, k, d]
-      attended = self.self_attention.attend(y, self_key, self_value, self_mask,
-                                            query_positions=query_positions,
-                                            key_lengths=position + 1)  # [b, 1, e]
+      attended, self_key, self_value = self.self_attention.attend_cached(
+          y, cache.self_key, cache.self_value, position, self_mask)
       return attended, (self_key, self_value)
 
     x, (self_key, self_value) = self.self_attention_residual(
         x, attend_with_cache, deterministic=True, has_aux=True)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention.attend(y, cache.cross_key, cache.cross_value,
-                                                 cross_mask, query_positions=query_positions,
+                                                 cross_mask, query_positions=position[:, None],
                                                  key_lengths=cross_lengths),
         deterministic=True)
     x = self.feed_forward_residual(x, self.feed_forward, deterministic=True)
