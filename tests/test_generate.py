@@ -10,6 +10,7 @@ import pytest
 
 from seqjax import decode
 from seqjax import sampling
+from tests import table_model
 
 PAD, EOS = decode.PAD_ID, decode.EOS_ID
 
@@ -133,24 +134,6 @@ def test_sampling_draws_the_renormalised_probabilities(temperature, top_k, top_p
   assert abs(same - agree) <= 5 * np.sqrt(agree * (1 - agree) / batch_size)
 
 
-# The table model of tests/test_decode.py: fixed next-token log-probabilities [example, position,
-# token before the previous one, previous token, next token], so the cache carries state.
-
-def _table_step_fn(log_probs: np.ndarray):
-  table = jnp.asarray(log_probs, jnp.float32)  # [n, t, v, v, v]
-
-  def step_fn(cache, ids):
-    logits = table[cache['example'], cache['position'], cache['previous'], ids]  # [b, v]
-    return logits, {'example': cache['example'], 'position': cache['position'] + 1,
-                    'previous': ids}
-  return step_fn
-
-
-def _table_cache(num_examples: int):
-  zeros = jnp.zeros(num_examples, jnp.int32)
-  return {'example': jnp.arange(num_examples), 'position': zeros, 'previous': zeros}
-
-
 def _random_tables(rng, num_examples, length, vocab=5, eos_weight=0.3):
   shape = (num_examples, length, vocab, vocab)
   log_probs = np.full(shape + (vocab,), -np.inf)
@@ -180,8 +163,8 @@ def test_prefill_then_greedy_continues_each_prompt(rng):
 
   @jax.jit
   def run(prompts, prompt_lengths):
-    step_fn = _table_step_fn(log_probs)
-    cache, start_ids = decode.prefill(step_fn, _table_cache(5), prompts, prompt_lengths)
+    step_fn = table_model.table_step_fn(log_probs)
+    cache, start_ids = decode.prefill(step_fn, table_model.table_cache(5), prompts, prompt_lengths)
     return decode.greedy(step_fn, cache, jnp.full((5,), 7), 7, start_ids=start_ids), cache
 
   ids, cache = run(jnp.asarray(prompts), jnp.asarray(prompt_lengths))
@@ -193,33 +176,33 @@ def test_prefill_then_greedy_continues_each_prompt(rng):
 
 def test_temperature_towards_zero_is_greedy(rng):
   log_probs = _random_tables(rng, 16, 10)
-  step_fn, limits = _table_step_fn(log_probs), jnp.full((16,), 10)
+  step_fn, limits = table_model.table_step_fn(log_probs), jnp.full((16,), 10)
   greedy_ids = jax.jit(functools.partial(decode.greedy, step_fn, max_length=10))(
-      _table_cache(16), limits)
+      table_model.table_cache(16), limits)
   rngs = jax.random.split(jax.random.key(3), 16)
   for temperature in (0.0, 1e-6):
-    sampled = jax.jit(functools.partial(decode.sample, step_fn, max_length=10,
-                                        temperature=temperature))(_table_cache(16), limits,
-                                                                  rngs=rngs)
+    sample = jax.jit(functools.partial(decode.sample, step_fn, max_length=10,
+                                       temperature=temperature))
+    sampled = sample(table_model.table_cache(16), limits, rngs=rngs)
     np.testing.assert_array_equal(sampled, greedy_ids)
   warm = jax.jit(functools.partial(decode.sample, step_fn, max_length=10, temperature=1.0))(
-      _table_cache(16), limits, rngs=rngs)
+      table_model.table_cache(16), limits, rngs=rngs)
   assert not np.array_equal(warm, greedy_ids)  # the test could tell them apart
 
 
 def test_an_example_draws_the_same_text_from_its_key_alone(rng):
   log_probs = _random_tables(rng, 6, 10)
-  step_fn = _table_step_fn(log_probs)
+  step_fn = table_model.table_step_fn(log_probs)
   run = jax.jit(functools.partial(decode.sample, step_fn, max_length=10, temperature=1.0))
   limits = jnp.full((6,), 10)
-  first = run(_table_cache(6), limits, rngs=jax.random.split(jax.random.key(0), 6))
-  again = run(_table_cache(6), limits, rngs=jax.random.split(jax.random.key(0), 6))
-  other = run(_table_cache(6), limits, rngs=jax.random.split(jax.random.key(1), 6))
+  first = run(table_model.table_cache(6), limits, rngs=jax.random.split(jax.random.key(0), 6))
+  again = run(table_model.table_cache(6), limits, rngs=jax.random.split(jax.random.key(0), 6))
+  other = run(table_model.table_cache(6), limits, rngs=jax.random.split(jax.random.key(1), 6))
   np.testing.assert_array_equal(first, again)
   assert not np.array_equal(first, other)
   # Rows 2 and 4 alone, with their keys: the same tokens as in the batch of six.
   keys = jax.random.split(jax.random.key(0), 6)[jnp.array([2, 4])]
-  cache = jax.tree.map(lambda x: x[jnp.array([2, 4])], _table_cache(6))
+  cache = jax.tree.map(lambda x: x[jnp.array([2, 4])], table_model.table_cache(6))
   alone = jax.jit(functools.partial(decode.sample, step_fn, max_length=10, temperature=1.0))(
       cache, limits[:2], rngs=keys)
   np.testing.assert_array_equal(alone, np.asarray(first)[[2, 4]])
