@@ -138,7 +138,7 @@ def generate(config: ml_collections.ConfigDict | config_lib.Config, workdir: str
   """Continues each prompt line (an empty line: from nothing) with the latest checkpoint of the
   language model in workdir, by the config's `generate` settings; one line of text per prompt,
   in order, the prompt itself left out."""
-  cfg = config if isinstance(config, config_lib.Config) else config_lib.typed(config)
+  cfg = train.as_typed(config)
   task = data_lib.get(cfg.data_name).task
   if task != 'lm' or not hasattr(models.get(cfg.model_name), 'decode_step'):
     raise errors.UserError(

@@ -90,7 +90,8 @@ def _load_split(data_name: str, data_cfg: Any, split: str) -> Sequence[Any]:
   return records
 
 
-def _as_typed(config: ml_collections.ConfigDict | config_lib.Config) -> config_lib.Config:
+def as_typed(config: ml_collections.ConfigDict | config_lib.Config) -> config_lib.Config:
+  """The typed config (seqjax.config.typed), once; a typed one as it is."""
   return config if isinstance(config, config_lib.Config) else config_lib.typed(config)
 
 
@@ -124,7 +125,7 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
   a text dataset is not read at all (--mode=compile passes a stand-in of the configured size
   and TPU devices without chips, see seqjax/aot.py).
   """
-  cfg = _as_typed(config)
+  cfg = as_typed(config)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   cfg = dataclasses.replace(  # 'auto' becomes a key implementation, once, for the mesh's devices
       cfg, rng_impl=config_lib.resolve_rng_impl(cfg.rng_impl, mesh.devices.flat[0].platform))
@@ -548,7 +549,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
 
   SIGTERM from here on saves and raises preemption.Preempted (see seqjax/preemption.py).
   """
-  watcher = preemption.SigtermWatcher(_as_typed(config).preemption_check_every_steps)
+  watcher = preemption.SigtermWatcher(as_typed(config).preemption_check_every_steps)
   try:
     exp = build(config, workdir)
     cfg = exp.cfg
