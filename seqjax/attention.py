@@ -73,14 +73,15 @@ def _positions(positions: Optional[Array], batch_size: int, length: int) -> Arra
   return jnp.broadcast_to(positions.reshape((-1, length)), (batch_size, length))  # [b, t]
 
 
-def _logits(query: Array, key: Array) -> Array:
-  """q k^T / sqrt(d) as float32 [b, h, t, s], key/value heads repeated to h."""
+def _logits(query: Array, key: Array, scale: bool = True) -> Array:
+  """q k^T / sqrt(d) (scale=False: q k^T) as float32 [b, h, t, s], key/value heads repeated to h."""
   if query.ndim != 4 or key.ndim != 4:
     raise ValueError(f'query and key must be [b, t, h, d] and [b, s, k, d]; got {query.shape} '
                      f'and {key.shape}.')
   key = _repeat_kv_heads(key, query.shape[2])  # [b, s, h, d]
-  # Scale the query, not the scores: t*d multiplies instead of t*s (Vaswani et al. 2017, sec. 3.2.1).
-  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  if scale:
+    # Scale the query, not the scores: t*d multiplies instead of t*s (Vaswani et al. 2017, 3.2.1).
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
   return jnp.einsum('bthd,bshd->bhts', query, key, preferred_element_type=jnp.float32)
 
 
@@ -225,6 +226,66 @@ def relative(query: Array, key: Array, value: Array, *, relative_key: Array,
       weights.transpose(0, 2, 3, 1))  # [b, t, r, h]: alpha_ij summed per distance
   relative_values = jnp.einsum('btrh,rd->bthd', bucket_weights, relative_value)  # [b, t, h, d]
   return _weighted_values(weights, value) + relative_values.astype(value.dtype)
+
+
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Array:
+  """T5's bucket of each offset key position - query position, int [...] -> int [...] in
+  [0, num_buckets) (Raffel et al. 2020, sec. 2.1; `_relative_position_bucket` of its code).
+
+  Bidirectional (the encoder): half the buckets for keys after the query, half for the others,
+  by distance |offset|. Causal (the decoder): all buckets for keys at or before the query, by
+  distance -offset; later keys (masked anyway) share bucket 0. Within one direction's n buckets,
+  distances below max_exact = n / 2 get a bucket each; from max_exact on, the buckets grow
+  logarithmically, max_exact + floor(log(distance / max_exact) / log(max_distance / max_exact)
+  * (n - max_exact)), and every distance from max_distance on shares the last one, n - 1.
+  Computed in float32, as the reference code does (it decides the exact boundaries).
+  """
+  relative_position = jnp.asarray(relative_position, jnp.int32)
+  if bidirectional:
+    num_buckets //= 2
+    offset = jnp.where(relative_position > 0, num_buckets, 0)  # later keys: the upper half
+    distance = jnp.abs(relative_position)
+  else:
+    offset = jnp.zeros_like(relative_position)
+    distance = -jnp.minimum(relative_position, 0)
+  max_exact = num_buckets // 2
+  # log(1 / max_exact) < 0 where distance < max_exact; those take the exact branch below.
+  log_ratio = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) /
+               math.log(max_distance / max_exact))
+  logarithmic = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+  logarithmic = jnp.minimum(logarithmic, num_buckets - 1)
+  return offset + jnp.where(distance < max_exact, distance, logarithmic)
+
+
+def relative_position_bias(table: Array, query_positions: Array, key_positions: Array, *,
+                           bidirectional: bool, max_distance: int) -> Array:
+  """T5's position bias [b, h, t, s] (float32): table [r, h] (one learned scalar per bucket and
+  head, r buckets) read at the bucket of key_positions [b, s] - query_positions [b, t].
+
+  One stack computes it once and every layer's self-attention adds it to its logits
+  (`relative_bias`); decoding one position passes that position [b, 1] against the cache's.
+  """
+  offsets = key_positions[:, None, :] - query_positions[:, :, None]  # [b, t, s]
+  buckets = relative_position_bucket(offsets, bidirectional=bidirectional,
+                                     num_buckets=table.shape[0], max_distance=max_distance)
+  return jnp.asarray(table, jnp.float32)[buckets].transpose(0, 3, 1, 2)  # [b, t, s, h] -> [b,h,t,s]
+
+
+def relative_bias(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+                  position_bias: Optional[Array] = None, scale_logits: bool = False) -> Array:
+  """T5's attention (Raffel et al. 2020, sec. 2.1): softmax(q k^T + B) v, B = position_bias
+  [b or 1, h, t, s] from `relative_position_bias` (None: no bias, which is T5's encoder-decoder
+  attention).
+
+  No 1/sqrt(d) unless scale_logits: T5 leaves the logits unscaled, its initialisation absorbing
+  the factor (Mesh TensorFlow draws the query projection with std (e d)^-1/2 where the others get
+  e^-1/2; MultiHeadAttention does the same when this function runs unscaled).
+  """
+  logits = _logits(query, key, scale=scale_logits)  # [b, h, t, s]
+  if position_bias is not None:
+    logits = logits + position_bias
+  return _weighted_values(_masked_softmax(logits, mask), value)
 
 
 def _elu_feature_map(x: Array) -> Array:

@@ -22,7 +22,8 @@ def rms_norm(x: Array, scale: Array, epsilon: float = EPSILON) -> Array:
   """x [..., e] scaled to unit root mean square over e, times scale [e]; in x's dtype."""
   x32 = x.astype(jnp.float32)
   mean_square = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)  # [..., 1]
-  return (x32 * jax.lax.rsqrt(mean_square + epsilon) * scale.astype(jnp.float32)).astype(x.dtype)
+  scale = scale.astype(jnp.float32).reshape((1,) * (x.ndim - 1) + scale.shape)  # [1.., e]
+  return (x32 * jax.lax.rsqrt(mean_square + epsilon) * scale).astype(x.dtype)
 
 
 class RMSNorm(nn.Module):

@@ -1,0 +1,103 @@
+"""T5 (seqjax/models/t5.py): RMS norm and relative position buckets against NumPy written from
+the paper's code, the attention variant, the presets' parameter counts, cached decoding."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax import attention
+from seqjax.layers import norms
+
+
+def _np_rms_norm(x, scale, eps=1e-6):
+  """Zhang and Sennrich 2019, eq. 4 (T5's layer norm): a_i / RMS(a) * g_i, one row at a time."""
+  out = np.zeros_like(x, dtype=np.float64)
+  for index in np.ndindex(x.shape[:-1]):
+    row = x[index].astype(np.float64)
+    out[index] = row / math.sqrt(sum(v * v for v in row) / len(row) + eps) * scale
+  return out
+
+
+def test_rms_norm_matches_numpy(rng):
+  x = rng.normal(size=(2, 3, 8)).astype(np.float32) * 3 + 1  # a mean too: it is not removed
+  scale = rng.normal(size=8).astype(np.float32)
+  np.testing.assert_allclose(norms.rms_norm(jnp.asarray(x), jnp.asarray(scale)),
+                             _np_rms_norm(x, scale), rtol=1e-5, atol=1e-6)
+  module = norms.RMSNorm()
+  params = nn.unbox(module.init(jax.random.key(0), x)['params'])
+  assert jax.tree.map(jnp.shape, params) == {'scale': (8,)}  # no bias
+  np.testing.assert_allclose(module.apply({'params': params}, x),
+                             _np_rms_norm(x, np.ones(8)), rtol=1e-5, atol=1e-6)
+  half = module.apply({'params': params}, jnp.asarray(x, jnp.bfloat16))
+  assert half.dtype == jnp.float32  # the module's computation dtype
+
+
+def _np_bucket(offset, bidirectional, num_buckets, max_distance):
+  """T5's `_relative_position_bucket` for one offset (key - query), in float64."""
+  bucket = 0
+  if bidirectional:
+    num_buckets //= 2
+    bucket = num_buckets if offset > 0 else 0
+    distance = abs(offset)
+  else:
+    distance = max(-offset, 0)
+  max_exact = num_buckets // 2
+  if distance < max_exact:
+    return bucket + distance
+  large = max_exact + int(math.log(distance / max_exact) / math.log(max_distance / max_exact)
+                          * (num_buckets - max_exact))
+  return bucket + min(large, num_buckets - 1)
+
+
+@pytest.mark.parametrize('bidirectional', [True, False])
+@pytest.mark.parametrize('num_buckets,max_distance', [(32, 128), (8, 20), (64, 256)])
+def test_buckets_match_numpy(bidirectional, num_buckets, max_distance):
+  offsets = np.arange(-3 * max_distance, 3 * max_distance)
+  got = attention.relative_position_bucket(jnp.asarray(offsets), bidirectional=bidirectional,
+                                           num_buckets=num_buckets, max_distance=max_distance)
+  expected = [_np_bucket(int(o), bidirectional, num_buckets, max_distance) for o in offsets]
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_bucket_boundaries_of_t5s_setting():
+  """num_buckets 32, max_distance 128. Bidirectional: 16 buckets a direction, exact below
+  max_exact = 8; causal: 32 buckets for past keys, exact below 16."""
+  offsets = np.array([0, -1, -7, -8, -11, -12, -16, -127, -128, -5000,
+                      1, 7, 8, 12, 16, 127, 128, 5000])
+  bucket = jax.jit(attention.relative_position_bucket,
+                   static_argnames=('bidirectional', 'num_buckets', 'max_distance'))
+  # Encoder: keys before the query (offset < 0) in 0..15, after it in 16..31.
+  assert list(bucket(offsets, bidirectional=True, num_buckets=32, max_distance=128)) == [
+      0, 1, 7, 8, 8, 9, 10, 15, 15, 15,
+      17, 23, 24, 25, 26, 31, 31, 31]
+  # Decoder: exact up to 15, then log(d / 16) / log(8) * 16 more; later keys all in bucket 0.
+  offsets = np.array([0, -15, -16, -20, -32, -64, -127, -128, -9999, 1, 5, 300])
+  assert list(bucket(offsets, bidirectional=False, num_buckets=32, max_distance=128)) == [
+      0, 15, 16, 17, 21, 26, 31, 31, 31, 0, 0, 0]
+
+
+def test_position_bias_reads_the_table_and_is_added_unscaled(rng):
+  b, t, s, h, d = 2, 3, 5, 4, 8
+  table = rng.normal(size=(8, h)).astype(np.float32)
+  query_positions = np.array([[0, 1, 2], [4, 2, 9]])
+  key_positions = np.broadcast_to(np.arange(s), (b, s))
+  bias = attention.relative_position_bias(
+      jnp.asarray(table), jnp.asarray(query_positions), jnp.asarray(key_positions),
+      bidirectional=True, max_distance=6)
+  bias = np.asarray(bias)
+  for bi, hi, ti, si in np.ndindex(b, h, t, s):
+    bucket = _np_bucket(int(key_positions[bi, si] - query_positions[bi, ti]), True, 8, 6)
+    assert bias[bi, hi, ti, si] == table[bucket, hi]
+  query, key, value = (rng.normal(size=(b, n, h, d)).astype(np.float32) for n in (t, s, s))
+  out = attention.relative_bias(query, key, value, position_bias=bias)
+  logits = np.einsum('bthd,bshd->bhts', query, key) + bias  # no 1/sqrt(d)
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  np.testing.assert_allclose(out, np.einsum('bhts,bshd->bthd', weights, value), rtol=1e-5,
+                             atol=1e-5)
+  scaled = attention.relative_bias(query, key, value, scale_logits=True)
+  np.testing.assert_allclose(scaled, attention.dot_product(query, key, value), rtol=1e-6)
