@@ -1,7 +1,7 @@
 """The decoder-only Transformer (GPT-style) as a language model, on offline text by default.
 
   python -m seqjax.main --config=configs/transformer_lm.py --workdir=workdirs/transformer_lm \
-      [--config.model.attention=rope]
+      [--config.model.attention.name=rope]
 
 Trains on the project's generated review corpus (no download): a word-level grammar of English-like
 reviews, whose eval perplexity shows how much of the grammar the model has learned. The

@@ -15,7 +15,7 @@ results table). `--config.data.colours=any` (any colour on any background: the s
 contrast alone) is much harder: 83.6% after `--config.num_train_steps=3000` (4.5 minutes).
 `:smoke` runs a few steps of the shapes task. Every run ends with `attention_rollout.png` in the workdir:
 attention rollout (Abnar and Zuidema 2020) over a few test images.
-Variants: `--config.model.attention=rope` (or any registered function),
+Variants: `--config.model.attention.name=rope` (or any registered function),
 `--config.model.pooling=gap`, `--config.model.position_embedding=sinusoidal_2d`.
 """
 

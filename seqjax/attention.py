@@ -13,7 +13,7 @@ Every function has the signature
 With fewer key/value heads than query heads, query head `i` reads key/value head `i // (h // k)`:
 multi-query attention (k = 1, Shazeer 2019) and grouped-query attention (1 < k < h, Ainslie et
 al. 2023) are `dot_product` (or any function here) on keys/values projected to k heads, which the
-Transformer does when `model.num_kv_heads` is set.
+Transformer does when `model.attention.num_kv_heads` is set.
 
 Functions that need positions or parameters take them as keyword arguments; modules only create
 those parameters. `call` passes a function only the extras its signature names, so a function of
@@ -24,7 +24,7 @@ offers (seqjax/layers/transformer.py):
                    the cache position for the query and arange over the cache for the keys)
   causal           True where `mask` is the causal mask (t == s, query i sees keys 0..i; the
                    decoder's self-attention in training), so that a function may skip the dense mask
-  window           the 'local' window size (model.attention_window)
+  window           the 'local' window size (AttentionConfig.window)
   key_lengths      int [b], offered only where `mask` is exactly "key j < key_lengths[b]" (trailing
                    padding; and causal when `causal`), so a function may use lengths, not the mask
   implementation   'fused' only: jax.nn.dot_product_attention's 'xla' or 'cudnn' (model config)
@@ -36,6 +36,7 @@ relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, al
 see positions in their scores, so the models add no position embeddings for them by default.
 """
 
+import dataclasses
 import inspect
 import math
 from typing import Callable, Optional
@@ -412,8 +413,28 @@ ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative'})
 WITHIN_SEQUENCE = ENCODES_POSITIONS | {'local'}
 
 
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+  """Every attention setting of a Transformer: the config's `model.attention` section.
+
+  Declared once, here beside the functions, and passed whole from the model to each block and
+  MultiHeadAttention. A variant with hyper-parameters of its own adds them as fields below, with
+  a comment naming it; `MultiHeadAttention` offers them to the function as extras of the same name
+  (`call` passes a function only those its signature names).
+  """
+  name: str = 'dot_product'  # a name in the registry (`names()`)
+  num_kv_heads: Optional[int] = None  # key/value heads g; 1 = multi-query, None = the query heads
+  implementation: str = 'xla'  # fused: jax.nn.dot_product_attention's xla | cudnn
+  window: int = 16  # local: keys within this distance of the query
+  max_relative_distance: int = 16  # relative: M, distances clipped to [-M, M]
+
+  def cross(self) -> 'AttentionConfig':
+    """The settings of encoder-decoder attention: `cross_attention_name` of this function."""
+    return dataclasses.replace(self, name=cross_attention_name(self.name))
+
+
 def register(name: str, fn: AttentionFn) -> None:
-  """Makes `fn` selectable as `model.attention = name`; refuses to replace a built-in silently."""
+  """Makes `fn` selectable as `model.attention.name = name`; refuses to replace a built-in."""
   if name in _REGISTRY and _REGISTRY[name] is not fn:
     raise ValueError(f'An attention function named {name!r} is already registered.')
   _REGISTRY[name] = fn

@@ -119,10 +119,35 @@ class Config:
 
 
 def _model_fields(model_name: str) -> dict[str, Any]:
-  """Hyper-parameters of a registered model class: its dataclass fields with defaults."""
+  """Hyper-parameters of a registered model class: its dataclass fields with defaults. A field
+  whose default is a frozen dataclass (the attention settings, seqjax.attention.AttentionConfig)
+  is a section of its own."""
   cls = models.get(model_name)
   return {f.name: f.default for f in dataclasses.fields(cls)
           if f.name not in models.RUNTIME_FIELDS and f.default is not dataclasses.MISSING}
+
+
+def _as_plain(value: Any) -> Any:
+  """A model field's default as a config value: dataclass sections become dicts."""
+  return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _typed_model_args(model_name: str, model_args: dict[str, Any]) -> dict[str, Any]:
+  """model_args with every section (a dict where the model field's default is a dataclass)
+  turned back into that dataclass; unknown keys inside a section raise UserError."""
+  defaults = _model_fields(model_name)
+  _check_keys('model', model_args, set(defaults), _switch_hint('model', model_name))
+  typed_args = dict(model_args)
+  for name, default in defaults.items():
+    if dataclasses.is_dataclass(default) and name in model_args:
+      section = model_args[name]
+      if not isinstance(section, dict):
+        raise errors.UserError(
+            f'model.{name} is a section ({", ".join(f.name for f in dataclasses.fields(default))})'
+            f', not a value; got {section!r}: set model.{name}.name (or another key of it).')
+      _check_keys(f'model.{name}', section, {f.name for f in dataclasses.fields(default)})
+      typed_args[name] = type(default)(**section)
+  return typed_args
 
 
 def base_config(model: str = 'transformer', data: str = 'dates') -> ml_collections.ConfigDict:
@@ -131,7 +156,8 @@ def base_config(model: str = 'transformer', data: str = 'dates') -> ml_collectio
   for key in ('model_name', 'data_name'):
     del config[key]
   config.logical_axis_rules = list(Config().logical_axis_rules)
-  config.model = {'name': model, **_model_fields(model)}
+  config.model = {'name': model, **{key: _as_plain(value)
+                                    for key, value in _model_fields(model).items()}}
   data_config_cls = data_lib.get(data).config_class
   config.data = {'name': data, **dataclasses.asdict(data_config_cls())}
   config.lock()
@@ -219,8 +245,7 @@ def typed(config: ml_collections.ConfigDict) -> Config:
   data_args = dict(raw.pop('data'))
   model_name, data_name = model_args.pop('name'), data_args.pop('name')
   models.get(model_name)  # raises, listing the known models
-  _check_keys('model', model_args, set(_model_fields(model_name)),
-              _switch_hint('model', model_name))
+  model_args = _typed_model_args(model_name, model_args)
   data_config_cls = data_lib.get(data_name).config_class
   _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)},
               _switch_hint('data', data_name))

@@ -94,6 +94,9 @@ def _unknown_override(argv: list[str], config_arg: str) -> Optional[str]:
                 f'section is that {kind}\'s: '
                 f'{_configs_for(section, new_name, os.path.dirname(path) or ".")}.')
       return f'{path} has no key {key}; {section or "the top level"} holds {known}.'
+    if hasattr(node, 'keys'):
+      return (f'{key} is a section, not a value: set its keys (--config.{key}.KEY=VALUE), '
+              f'which are {", ".join(sorted(node.keys()))}.')
   return None
 
 

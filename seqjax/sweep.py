@@ -11,13 +11,15 @@ A sweep file defines `get_sweep()`, returning a `Sweep`:
     return sweep.Sweep(
         name='attention_variants',
         config='configs/default.py',      # configs/NAME.py[:ARG], relative to the repository
-        product={'model.attention': ['dot_product', 'rope'], 'seed': [0, 1]},  # all combinations
+        product={'model.attention.name': ['dot_product', 'rope'],  # all combinations
+                 'seed': [0, 1]},
         zip={},                           # equal-length lists that advance together, one axis
         fixed={'num_train_steps': 400},   # the same on every point; not part of point names
         metric='test_exact_match')        # the metric plotted per point
 
 The points are the product of the `product` lists and of the `zip` axis. Each is named by its swept
-values, keys shortened to their last part (`attention=rope,seed=1`), and runs
+values, keys shortened to their last part (a section's `name` to the section's:
+`attention=rope,seed=1`), and runs
 `python -m seqjax.main --config=CONFIG --workdir=WORKDIR/NAME --config.KEY=VALUE ...` with its
 output in WORKDIR/NAME/run.log. Every point's config is first built here, with the same overrides,
 and typed (`seqjax.config.typed`), so a misspelled key or a wrong type fails before anything runs.
@@ -139,9 +141,16 @@ def flag_value(value: Any) -> str:
                    'the command line; use a bool, int, float, str or tuple.')
 
 
+def _last_part(key: str) -> str:
+  """A key's last part; a section's `name` goes by the section's (model.attention.name:
+  attention)."""
+  parts = key.split('.')
+  return parts[-2] if parts[-1] == 'name' and len(parts) > 1 else parts[-1]
+
+
 def _short_keys(keys: list[str]) -> dict[str, str]:
-  """Each key's last part, or the whole key where two keys share a last part."""
-  last = [key.rsplit('.', 1)[-1] for key in keys]
+  """Each key's last part (`_last_part`), or the whole key where two keys share a last part."""
+  last = [_last_part(key) for key in keys]
   return {key: short if last.count(short) == 1 else key for key, short in zip(keys, last)}
 
 

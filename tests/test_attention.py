@@ -257,7 +257,8 @@ def _init(model, inputs, targets):
 def test_as_many_kv_heads_as_heads_is_the_default_model(rng):
   inputs, targets = _tiny_batch(rng)
   default = transformer.Transformer(vocab_size=50, **TINY)
-  grouped = default.clone(num_kv_heads=TINY['num_heads'])
+  grouped = default.clone(
+      attention=attention.AttentionConfig(num_kv_heads=TINY['num_heads']))
   shapes = lambda model: jax.tree.map(lambda x: x.shape, jax.eval_shape(
       lambda: nn.unbox(model.init(jax.random.key(0), inputs, targets)['params'])))
   assert shapes(grouped) == shapes(default)
@@ -285,7 +286,7 @@ def _cached_steps(model, params, inputs, targets):
   variables = {'params': params}
   encoded = model.apply(variables, inputs, method=model.encode)
   cache = model.apply(variables, encoded, inputs, 10, method=model.init_cache)
-  assert cache.layers[0].self_key.shape[:3] == (3, 10, model.num_kv_heads or model.num_heads)
+  assert cache.layers[0].self_key.shape[:3] == (3, 10, model.attention.num_kv_heads or model.num_heads)
   stepped = []
   for ids in transformer.shift_right(targets).T:  # [b] per position; eager, outside any jit
     logits, cache = model.apply(variables, encoded, inputs, cache, ids, method=model.decode_step)
@@ -300,8 +301,8 @@ def _cached_steps(model, params, inputs, targets):
                                            ('fused', 2)])
 def test_transformer_trains_and_its_cache_gives_teacher_forced_logits(rng, name, kv_heads):
   inputs, targets = _tiny_batch(rng)
-  model = transformer.Transformer(vocab_size=50, **TINY, attention=name, num_kv_heads=kv_heads,
-                                  attention_window=WINDOW, max_relative_distance=MAX_DISTANCE)
+  model = transformer.Transformer(vocab_size=50, **TINY, attention=attention.AttentionConfig(
+      name, num_kv_heads=kv_heads, window=WINDOW, max_relative_distance=MAX_DISTANCE))
   params = _init(model, inputs, targets)
   key_kernel = params['decoder_0']['self_attention']['key']['kernel']
   assert key_kernel.shape == (32, kv_heads or 4, 8)  # [e, k, d]

@@ -61,7 +61,8 @@ def test_lm_is_causal():
 def test_lm_attention_variants_stay_causal(attention):
   """Target 4 is read at position 5: the logits before it keep, those from it on change (a
   model that ignored its input would keep them all)."""
-  model = decoder_only.TransformerLM(30, **SMALL, attention=attention, attention_window=3)
+  model = decoder_only.TransformerLM(
+      30, **SMALL, attention=attention_lib.AttentionConfig(attention, window=3))
   targets = jnp.asarray(np.random.default_rng(1).integers(3, 30, (1, 8)), jnp.int32)
   params = _params(model, targets)
   logits = model.apply({'params': params}, targets)
@@ -235,7 +236,7 @@ def test_fused_attention_gets_lengths_and_equals_dot_product():
   args = dict(vocab_size=30, num_encoder_layers=2, num_decoder_layers=2, embed_dim=16,
               num_heads=2, mlp_dim=32, dropout_rate=0.0)
   reference = transformer.Transformer(**args)
-  fused = transformer.Transformer(**args, attention='fused')
+  fused = transformer.Transformer(**args, attention=attention_lib.AttentionConfig('fused'))
   params = _params(reference, inputs, targets)
   np.testing.assert_allclose(fused.apply({'params': params}, inputs, targets),
                              reference.apply({'params': params}, inputs, targets), atol=1e-5)
@@ -255,7 +256,8 @@ def test_fused_attention_gets_lengths_and_equals_dot_product():
   classifier = encoder_only.TransformerClassifier(**classifier_args)
   classifier_params = _params(classifier, inputs)
   np.testing.assert_allclose(
-      encoder_only.TransformerClassifier(**classifier_args, attention='fused').apply(
+      encoder_only.TransformerClassifier(
+          **classifier_args, attention=attention_lib.AttentionConfig('fused')).apply(
           {'params': classifier_params}, inputs),
       classifier.apply({'params': classifier_params}, inputs), atol=1e-5)
 
@@ -270,7 +272,8 @@ def test_lengths_are_offered_only_for_trailing_padding(monkeypatch):
   rng = np.random.default_rng(5)
   inputs, targets = _padded_batch(rng), _padded_batch(rng, length=6)
   model = transformer.Transformer(30, num_encoder_layers=1, num_decoder_layers=1, embed_dim=16,
-                                  num_heads=2, mlp_dim=32, attention='spy')
+                                  num_heads=2, mlp_dim=32,
+                                  attention=attention_lib.AttentionConfig('spy'))
   _params(model, inputs, targets)
   # encoder self-attention and decoder cross-attention get the source lengths; the decoder's
   # causal self-attention gets the full length (its mask is the causal mask alone).

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from seqjax import attention as attention_lib
 from seqjax import config as config_lib
 from seqjax import errors
 from seqjax import optim
@@ -53,7 +54,7 @@ def test_adamw_decays_the_weight_matrices_only(mask):
   learned positions, relative tables, biases, LayerNorm scales)."""
   model = transformer.Transformer(vocab_size=20, num_encoder_layers=1, num_decoder_layers=1,
                                   embed_dim=8, num_heads=2, mlp_dim=16, max_length=8,
-                                  attention='relative', max_relative_distance=2,
+                                  attention=attention_lib.AttentionConfig('relative', max_relative_distance=2),
                                   position_embedding='learned')
   ids = jnp.ones((1, 4), jnp.int32)
   params = nn.unbox(model.init(jax.random.key(0), ids, ids)['params'])

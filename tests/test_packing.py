@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from seqjax import attention as attention_lib
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import tasks
 from seqjax.data import filters
@@ -184,7 +185,8 @@ def test_packed_rows_give_each_example_its_unpacked_loss(rng, tmp_path, attentio
   examples = _random_examples(rng, 12, 10, 9)
   batch = _pack_all(tmp_path, examples, rows=3)[0][0]
   assert batch['inputs_segmentation'].max() >= 2  # rows really hold several examples
-  model = transformer.Transformer(vocab_size=VOCAB, attention=attention, **TINY)
+  model = transformer.Transformer(vocab_size=VOCAB, **TINY,
+                                  attention=attention_lib.AttentionConfig(attention))
   params = model.init(jax.random.key(0), batch['inputs'][:1], batch['targets'][:1])['params']
 
   task = tasks.get('seq2seq')

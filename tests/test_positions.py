@@ -18,12 +18,14 @@ from seqjax.models import transformer
 from seqjax.models import vit
 
 ENCODER_DECODER = dict(num_encoder_layers=1, num_decoder_layers=1, embed_dim=16, num_heads=2,
-                       mlp_dim=32, dropout_rate=0.0, max_length=16, attention_window=2,
-                       max_relative_distance=3)
+                       mlp_dim=32, dropout_rate=0.0, max_length=16)
 CLASSIFIER = dict(num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32, dropout_rate=0.0,
-                  max_length=16, attention_window=2, max_relative_distance=3)
-VIT = dict(patch_size=4, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
-           attention_window=2, max_relative_distance=3)
+                  max_length=16)
+VIT = dict(patch_size=4, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32)
+
+
+def _attention(name: str, window: int = 2) -> attention.AttentionConfig:
+  return attention.AttentionConfig(name, window=window, max_relative_distance=3)
 
 
 def _ids(rng, shape, vocab=30):
@@ -44,8 +46,9 @@ def test_local_attention_scores_cannot_tell_token_order(rng):
   """Inside its window local attention is dot_product (q k^T alone), so without position
   embeddings an encoder reading all tokens within the window cannot tell a permutation of them
   from the original: that is why 'auto' gives 'local' position embeddings."""
-  model = encoder_only.TransformerClassifier(30, 3, **{**CLASSIFIER, 'attention_window': 8},
-                                             attention='local', pooling='mean',
+  model = encoder_only.TransformerClassifier(30, 3, **CLASSIFIER,
+                                             attention=_attention('local', window=8),
+                                             pooling='mean',
                                              position_embedding='none')
   ids = _ids(rng, (2, 6))
   params = nn.unbox(model.init(jax.random.key(0), ids)['params'])
@@ -61,7 +64,8 @@ def test_local_attention_scores_cannot_tell_token_order(rng):
 def test_encoder_decoder_adds_sinusoids_only_where_auto_says(name, rng):
   """'auto' gives the logits of 'none' under rope/alibi/relative (which used to get sinusoids
   as well) and of 'sinusoidal' under the others."""
-  model = transformer.Transformer(vocab_size=30, **ENCODER_DECODER, attention=name)
+  model = transformer.Transformer(vocab_size=30, **ENCODER_DECODER,
+                                  attention=_attention(name))
   inputs, targets = _ids(rng, (2, 7)), _ids(rng, (2, 5))
   params = nn.unbox(model.init(jax.random.key(0), inputs, targets)['params'])
   logits = {kind: model.clone(position_embedding=kind).apply({'params': params}, inputs, targets)
@@ -74,7 +78,8 @@ def test_encoder_decoder_adds_sinusoids_only_where_auto_says(name, rng):
 
 @pytest.mark.parametrize('name', ['rope', 'local'])
 def test_classifier_and_vit_follow_the_same_rule(name, rng):
-  classifier = encoder_only.TransformerClassifier(30, 3, **CLASSIFIER, attention=name)
+  classifier = encoder_only.TransformerClassifier(30, 3, **CLASSIFIER,
+                                                  attention=_attention(name))
   ids = _ids(rng, (2, 6))
   params = nn.unbox(classifier.init(jax.random.key(0), ids)['params'])
   params['head']['kernel'] = jnp.asarray(rng.normal(size=params['head']['kernel'].shape))
@@ -83,7 +88,7 @@ def test_classifier_and_vit_follow_the_same_rule(name, rng):
       classifier.apply({'params': params}, ids),
       classifier.clone(position_embedding=expected).apply({'params': params}, ids))
 
-  model = vit.VisionTransformer(num_classes=3, **VIT, attention=name)
+  model = vit.VisionTransformer(num_classes=3, **VIT, attention=_attention(name))
   images = jnp.asarray(rng.normal(size=(2, 8, 8, 3)), jnp.float32)
   params = nn.unbox(model.init(jax.random.key(0), images)['params'])
   assert ('positions' in params) == (name == 'local')  # learned table only without rope
@@ -97,7 +102,7 @@ def test_classifier_and_vit_follow_the_same_rule(name, rng):
 @pytest.mark.parametrize('name,kind', [('rope', 'auto'), ('dot_product', 'learned'),
                                        ('relative', 'sinusoidal')])
 def test_cached_decoding_adds_the_same_positions(name, kind, rng):
-  model = transformer.Transformer(vocab_size=30, **ENCODER_DECODER, attention=name,
+  model = transformer.Transformer(vocab_size=30, **ENCODER_DECODER, attention=_attention(name),
                                   position_embedding=kind)
   inputs, targets = _ids(rng, (2, 7)).at[1, 4:].set(0), _ids(rng, (2, 5))
   params = nn.unbox(model.init(jax.random.key(0), inputs, targets)['params'])

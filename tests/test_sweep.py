@@ -66,7 +66,7 @@ def test_local_sweep_writes_the_numbers_of_each_points_metrics(smoke_sweep):
   rows = list(csv.DictReader(io.StringIO(first_results['results.csv'])))
   assert [row['point'] for row in rows] == ['attention=dot_product', 'attention=rope']
   for row in rows:
-    assert row['model.attention'] == row['point'].split('=')[1]
+    assert row['model.attention.name'] == row['point'].split('=')[1]
     with open(os.path.join(workdir, row['point'], 'metrics.jsonl')) as f:
       records = [json.loads(line) for line in f]
     [test_record] = [r for r in records if 'test_loss' in r]
@@ -80,7 +80,7 @@ def test_local_sweep_writes_the_numbers_of_each_points_metrics(smoke_sweep):
     assert os.path.getsize(os.path.join(workdir, row['point'], 'run.log')) > 0
   table = first_results['results.md']
   for row in rows:
-    assert f"| {row['point']} | {row['model.attention']} | done | 2 | " in table
+    assert f"| {row['point']} | {row['model.attention.name']} | done | 2 | " in table
     assert f"{float(row['test_loss']):.4g}" in table
   with open(os.path.join(workdir, 'results.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
@@ -154,7 +154,8 @@ def test_points_of_product_and_zip():
     ("product={'optimizer.lr': [0.1]}", "optimizer has no 'lr'"),
     ("fixed={'num_train_steps': 'ten'}", "Bad value 'ten' for config key 'num_train_steps'"),
     ("product={'model.name': ['rnn_typo']}", "Unknown model 'rnn_typo'"),
-    ("fixed={'model.num_kv_heads': 1}", "Config key 'model.num_kv_heads' holds None"),
+    ("fixed={'model.attention.num_kv_heads': 1}",
+     "Config key 'model.attention.num_kv_heads' holds None"),
     ("zip={'seed': [0, 1], 'model.num_heads': [2]}", 'zip lists differ in length'),
     ("product={'seed': []}", 'seed needs a non-empty list'),
 ])
@@ -202,7 +203,7 @@ def test_tpu_dry_run_prints_gcloud_commands_for_every_point(tmp_path, capsys, on
     trainer = remote[remote.index('python'):remote.index('>')]
     assert trainer == ['python', '-m', 'seqjax.main', '--config=configs/default.py',
                        f'--workdir=sweeps/attention_variants/{point}',
-                       f'--config.model.attention={name}', f'--config.seed={seed}']
+                       f'--config.model.attention.name={name}', f'--config.seed={seed}']
     fetch = [argv for argv in by_verb['tpu-vm', 'scp'] if f'{vm}:seqjax/logs/{point}.log' in argv]
     assert len(fetch) == 1 and '--worker=0' in fetch[0]
     assert str(tmp_path / point) in fetch[0]

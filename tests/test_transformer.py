@@ -139,7 +139,9 @@ def test_fused_query_key_value_product_equals_three_products(rng, num_kv_heads):
   """Self-attention (the same array as queries and keys) with k == h projects query, key and value
   in one product from the same three parameters: outputs and gradients as with three products
   (another array of equal values takes the unfused path); with k < h it stays three products."""
-  layer = blocks.MultiHeadAttention(num_heads=4, embed_dim=16, num_kv_heads=num_kv_heads)
+  layer = blocks.MultiHeadAttention(
+      num_heads=4, embed_dim=16,
+      attention=attention.AttentionConfig(num_kv_heads=num_kv_heads))
   x = jnp.asarray(rng.normal(size=(2, 5, 16)), jnp.float32)
   mask = attention.causal_mask(5)
   params = nn.unbox(layer.init(jax.random.key(0), x, x, mask))

@@ -111,7 +111,8 @@ def _permute_patches(images, permutation, patch_size):
 def test_every_attention_function_runs_and_only_positional_ones_see_patch_order(name, rng):
   """Without position embeddings and with mean pooling, a ViT is a function of the set of
   patches: permuting them keeps the logits, unless the attention function relates positions."""
-  model = vit.VisionTransformer(num_classes=4, **TINY, attention=name, attention_window=2,
+  model = vit.VisionTransformer(num_classes=4, **TINY,
+                                attention=attention_lib.AttentionConfig(name, window=2),
                                 position_embedding='none', pooling='gap')
   images = jnp.asarray(rng.normal(size=(2, 12, 12, 3)), jnp.float32)
   params = _params(model, images)

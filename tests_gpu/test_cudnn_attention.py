@@ -43,7 +43,8 @@ def test_transformer_with_cudnn_attention_matches_dot_product():
   args = dict(vocab_size=1024, num_encoder_layers=2, num_decoder_layers=2, embed_dim=256,
               num_heads=4, mlp_dim=512, dtype=jnp.bfloat16)
   reference = transformer.Transformer(**args)
-  fused = transformer.Transformer(**args, attention='fused', attention_implementation='cudnn')
+  fused = transformer.Transformer(
+      **args, attention=attention.AttentionConfig('fused', implementation='cudnn'))
   params = reference.init(jax.random.key(0), inputs, targets)
   expected = jax.jit(reference.apply)(params, inputs, targets)
   actual = jax.jit(fused.apply)(params, inputs, targets)

@@ -114,9 +114,9 @@ def build_seqjax_step(attention: str, dtype: str, batch: int, length: int, vocab
   config.loss_chunk_size = loss_chunk_size
   exp = train.build(config, '/tmp/seqjax_train_step_benchmark')
   preset = dict(transformer.PRESETS['base'], dropout_rate=dropout)
-  model = transformer.Transformer(vocab_size=vocab, **preset,
-                                  attention=attention, dtype=jnp.dtype(dtype),
-                                  attention_implementation=implementation)
+  model = transformer.Transformer(
+      vocab_size=vocab, **preset, dtype=jnp.dtype(dtype),
+      attention=attention_lib.AttentionConfig(attention, implementation=implementation))
   example = {'inputs': np.ones((1, length), np.int32), 'targets': np.ones((1, length), np.int32)}
   exp = train.with_model(exp, model, example)
   state = train.create_state(exp)

@@ -25,7 +25,7 @@ def main():
   parser.add_argument('--full', action='store_true', help='the full default run, not smoke size')
   args = parser.parse_args()
   config = default.get_config(None if args.full else 'smoke')
-  config.model.attention = 'my_attention'
+  config.model.attention.name = 'my_attention'
   metrics = train.train_and_evaluate(config, args.workdir)
   print(metrics)
 

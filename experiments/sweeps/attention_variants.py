@@ -5,8 +5,8 @@
       --zone=us-central2-b --accelerator_type=v4-8 --dry-run
 
 One point per function of `seqjax.attention` (dot_product, rope, alibi, local, relative, linear,
-fused), set through `model.attention`, each with seeds 0, 1 and 2; the rest is configs/default.py
-unchanged (800 steps, about 4 minutes per point on a quiet 2-core CPU, 21 points). Writes
+fused), set through `model.attention.name`, each with seeds 0, 1 and 2; the rest is
+configs/default.py unchanged (800 steps, about 4 minutes per point on a quiet 2-core CPU, 21 points). Writes
 workdirs/sweeps/attention_variants/results.md, .csv and .png: final train loss, eval and test exact
 match and BLEU per point, and their mean and spread over the seeds per function.
 """
@@ -19,5 +19,5 @@ def get_sweep() -> sweep.Sweep:
   return sweep.Sweep(
       name='attention_variants',
       config='configs/default.py',
-      product={'model.attention': attention.names(), 'seed': [0, 1, 2]},
+      product={'model.attention.name': attention.names(), 'seed': [0, 1, 2]},
       metric='test_exact_match')

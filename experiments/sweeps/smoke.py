@@ -13,7 +13,7 @@ def get_sweep() -> sweep.Sweep:
   return sweep.Sweep(
       name='smoke',
       config='configs/default.py:smoke',
-      product={'model.attention': ['dot_product', 'rope']},
+      product={'model.attention.name': ['dot_product', 'rope']},
       fixed={'num_train_steps': 2, 'model.num_encoder_layers': 1, 'model.num_decoder_layers': 1,
              'eval.num_decode_examples': 8, 'eval.num_plot_examples': 0},
       metric='test_token_accuracy')

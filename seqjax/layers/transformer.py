@@ -93,15 +93,11 @@ class MultiHeadAttention(nn.Module):
   """
   num_heads: int
   embed_dim: int
-  attention: str = 'dot_product'
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   dtype: jnp.dtype = jnp.float32
-  num_kv_heads: Optional[int] = None  # k; None = num_heads
-  attention_window: int = 16  # 'local' only
-  max_relative_distance: int = 16  # 'relative' only: M, distances clipped to [-M, M]
-  implementation: str = 'xla'  # 'fused' only: jax.nn.dot_product_attention's xla | cudnn
 
   def setup(self):
-    num_kv_heads = self.num_kv_heads or self.num_heads
+    num_kv_heads = self.attention.num_kv_heads or self.num_heads
     if self.embed_dim % self.num_heads or self.num_heads % num_kv_heads:
       raise errors.UserError(f'Model dim {self.embed_dim} is not divisible by num_heads='
                              f'{self.num_heads}, or that by num_kv_heads={num_kv_heads}.')
@@ -111,9 +107,9 @@ class MultiHeadAttention(nn.Module):
     self.query = project_in(self.num_heads)
     self.key = project_in(num_kv_heads)
     self.value = project_in(num_kv_heads)
-    if self.attention == 'relative':  # Shaw et al. 2018's a^K, a^V [2M + 1, d], shared by heads
+    if self.attention.name == 'relative':  # Shaw et al. 2018's a^K, a^V [2M + 1, d], shared by heads
       table = nn.with_logical_partitioning(_xavier, (None, 'kv'))
-      shape = (2 * self.max_relative_distance + 1, head_dim)
+      shape = (2 * self.attention.max_relative_distance + 1, head_dim)
       self.relative_key = self.param('relative_key', table, shape)
       self.relative_value = self.param('relative_value', table, shape)
     self.out = nn.DenseGeneral(
@@ -158,14 +154,14 @@ class MultiHeadAttention(nn.Module):
     extras = dict(
         query_positions=jnp.arange(query.shape[1]) if query_positions is None else query_positions,
         key_positions=jnp.arange(key.shape[1]) if key_positions is None else key_positions,
-        causal=causal, window=self.attention_window,
-        implementation=self.implementation)
+        causal=causal, window=self.attention.window,
+        implementation=self.attention.implementation)
     if key_lengths is not None:
       extras['key_lengths'] = key_lengths
-    if self.attention == 'relative':
+    if self.attention.name == 'relative':
       extras.update(relative_key=jnp.asarray(self.relative_key, self.dtype),
                     relative_value=jnp.asarray(self.relative_value, self.dtype))
-    attended = attention_lib.call(attention_lib.get(self.attention), query, key, value,
+    attended = attention_lib.call(attention_lib.get(self.attention.name), query, key, value,
                                   mask=mask, **extras)  # [b, t, h, d]
     return self.out(attended)  # [b, t, e]
 
@@ -178,7 +174,7 @@ class MultiHeadAttention(nn.Module):
     (self-attention of packed rows) are the queries' and keys' positions; default 0..t-1.
     key_lengths [b]: see `attend`.
     """
-    if inputs_kv is inputs_q and (self.num_kv_heads or self.num_heads) == self.num_heads:
+    if inputs_kv is inputs_q and (self.attention.num_kv_heads or self.num_heads) == self.num_heads:
       query, key, value = self.project_qkv(inputs_q)  # self-attention: one product
       return self._attend_projected(query, key, value, mask, query_positions=positions,
                                     key_positions=positions, causal=causal,
@@ -252,12 +248,8 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float
   pre_ln: bool
-  attention: str = 'dot_product'
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   dtype: jnp.dtype = jnp.float32
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
-  implementation: str = 'xla'
   causal: bool = False  # True: `mask` is the causal mask (a decoder-only language model)
   activation: str = 'relu'  # of the feed-forward layer: relu | gelu
 
@@ -270,10 +262,8 @@ class EncoderBlock(nn.Module):
     key_lengths [b]: the mask as lengths, when it is only trailing padding (MultiHeadAttention).
     """
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
-    self_attention = MultiHeadAttention(
-        self.num_heads, self.embed_dim, self.attention, self.dtype, self.num_kv_heads,
-        self.attention_window, self.max_relative_distance, self.implementation,
-        name='self_attention')
+    self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
+                                        self.dtype, name='self_attention')
     x = residual(name='attention_residual')(
         x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions,
                                     key_lengths=key_lengths), deterministic)
@@ -292,22 +282,16 @@ class DecoderBlock(nn.Module):
   mlp_dim: int
   dropout_rate: float
   pre_ln: bool
-  attention: str = 'dot_product'
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   dtype: jnp.dtype = jnp.float32
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
-  implementation: str = 'xla'
 
   def setup(self):
     residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype)
-    attention = functools.partial(
-        MultiHeadAttention, self.num_heads, self.embed_dim, dtype=self.dtype,
-        num_kv_heads=self.num_kv_heads, attention_window=self.attention_window,
-        max_relative_distance=self.max_relative_distance, implementation=self.implementation)
+    attention = functools.partial(MultiHeadAttention, self.num_heads, self.embed_dim,
+                                  dtype=self.dtype)
     self.self_attention = attention(self.attention)
     self.self_attention_residual = residual()
-    self.cross_attention = attention(attention_lib.cross_attention_name(self.attention))
+    self.cross_attention = attention(self.attention.cross())
     self.cross_attention_residual = residual()
     self.feed_forward = FeedForward(self.mlp_dim, self.dtype)
     self.feed_forward_residual = residual()

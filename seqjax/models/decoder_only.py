@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqjax import attention
+from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
@@ -30,13 +30,13 @@ class PositionalEmbed(nn.Module):
   """Token embedding plus the position table the config names, then dropout.
 
   'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative:
-  attention.ENCODES_POSITIONS) and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others;
+  attention_lib.ENCODES_POSITIONS) and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others;
   'learned' is GPT's table.
   """
   vocab_size: int
   features: int
   position_embedding: str
-  attention: str
+  attention_name: str  # decides what 'auto' means
   max_length: int
   dropout_rate: float
   dtype: jnp.dtype = jnp.float32
@@ -53,7 +53,7 @@ class PositionalEmbed(nn.Module):
   @property
   def kind(self) -> str:
     """sinusoidal | learned | none, by the rule of embed.position_embedding_kind."""
-    return embed.position_embedding_kind(self.position_embedding, self.attention)
+    return embed.position_embedding_kind(self.position_embedding, self.attention_name)
 
   def __call__(self, ids: Array, deterministic: bool, prefix: Optional[Array] = None) -> Array:
     """ids [b, t] -> [b, t, e]; with prefix [e] (a [CLS] vector), [b, 1 + t, e] with it first."""
@@ -87,11 +87,7 @@ class TransformerLM(nn.Module):
   mlp_dim: int = 2048
   dropout_rate: float = 0.1
   pre_ln: bool = True
-  attention: str = 'dot_product'  # a name in seqjax.attention's registry
-  attention_implementation: str = 'xla'  # 'fused' only: xla | cudnn
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()  # seqjax/attention.py
   position_embedding: str = 'auto'  # auto | sinusoidal | learned | none
   max_length: int = 1024
   remat: str = 'none'  # none | full | dots
@@ -99,15 +95,13 @@ class TransformerLM(nn.Module):
 
   def setup(self):
     self.embed = PositionalEmbed(self.vocab_size, self.embed_dim, self.position_embedding,
-                                 self.attention, self.max_length, self.dropout_rate, self.dtype)
+                                 self.attention.name, self.max_length, self.dropout_rate,
+                                 self.dtype)
     block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     self.blocks = [
         block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
               dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
-              dtype=self.dtype, num_kv_heads=self.num_kv_heads,
-              attention_window=self.attention_window,
-              max_relative_distance=self.max_relative_distance,
-              implementation=self.attention_implementation, causal=True, name=f'layer_{i}')
+              dtype=self.dtype, causal=True, name=f'layer_{i}')
         for i in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = blocks.layer_norm('final_norm', self.dtype)
@@ -117,7 +111,7 @@ class TransformerLM(nn.Module):
     """targets [b, t] -> logits [b, t, v] (float32); position i sees targets[:, :i] only.
     project=False leaves the logits uncomputed (embed.Projection) for a chunked loss."""
     x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
-    mask = attention.causal_mask(targets.shape[1])  # [1, 1, t, t]
+    mask = attention_lib.causal_mask(targets.shape[1])  # [1, 1, t, t]
     lengths = jnp.full(targets.shape[:1], targets.shape[1], jnp.int32)  # [b]: no padding mask
     for block in self.blocks:
       x = block(x, mask, deterministic, None, lengths)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import transformer as blocks
@@ -35,11 +36,7 @@ class TransformerEncoder(nn.Module):
   mlp_dim: int
   dropout_rate: float
   pre_ln: bool
-  attention: str = 'dot_product'
-  attention_implementation: str = 'xla'
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
   activation: str = 'relu'  # of the feed-forward layers: relu | gelu (the Vision Transformer)
@@ -53,10 +50,7 @@ class TransformerEncoder(nn.Module):
     for i in range(self.num_layers):
       x = block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                 dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
-                dtype=self.dtype, num_kv_heads=self.num_kv_heads,
-                attention_window=self.attention_window,
-                max_relative_distance=self.max_relative_distance,
-                implementation=self.attention_implementation, activation=self.activation,
+                dtype=self.dtype, activation=self.activation,
                 name=f'layer_{i}')(
                     x, mask, deterministic, None, key_lengths)
     return blocks.layer_norm('final_norm', self.dtype)(x) if self.pre_ln else x
@@ -78,11 +72,7 @@ class TransformerClassifier(nn.Module):
   mlp_dim: int = 2048
   dropout_rate: float = 0.1
   pre_ln: bool = False  # BERT keeps the paper's post-LN blocks
-  attention: str = 'dot_product'
-  attention_implementation: str = 'xla'
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()  # seqjax/attention.py
   position_embedding: str = 'auto'  # auto | sinusoidal | learned | none (models/decoder_only.py)
   pooling: str = 'cls'  # cls: a learned [CLS] vector in front, through a tanh pooler | mean
   max_length: int = 512
@@ -102,15 +92,13 @@ class TransformerClassifier(nn.Module):
                                                             ('embed',)), (self.embed_dim,))
       valid = jnp.pad(valid, ((0, 0), (1, 0)), constant_values=True)  # [b, 1 + s]
     x = decoder_only.PositionalEmbed(
-        self.vocab_size, self.embed_dim, self.position_embedding, self.attention,
+        self.vocab_size, self.embed_dim, self.position_embedding, self.attention.name,
         self.max_length, self.dropout_rate, self.dtype, name='embed')(
             inputs, deterministic, prefix=cls)  # [b, s', e], s' = s (+ 1 with [CLS])
     mask = valid[:, None, None, :]  # [b, 1, 1, s']: no query attends to padding
     x = TransformerEncoder(
         self.num_layers, self.embed_dim, self.num_heads, self.mlp_dim, self.dropout_rate,
-        self.pre_ln, self.attention, self.attention_implementation, self.num_kv_heads,
-        self.attention_window, self.max_relative_distance, self.remat, self.dtype,
-        name='encoder')(x, mask, deterministic,
+        self.pre_ln, self.attention, self.remat, self.dtype, name='encoder')(x, mask, deterministic,
                         jnp.sum(valid, axis=-1, dtype=jnp.int32))  # [b, s', e]
     if with_cls:
       pooled = nn.tanh(nn.Dense(

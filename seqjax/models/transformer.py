@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from seqjax import attention
+from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
@@ -84,15 +84,12 @@ class Transformer(nn.Module):
   mlp_dim: int = 2048
   dropout_rate: float = 0.1
   pre_ln: bool = False
-  attention: str = 'dot_product'  # a name in seqjax.attention's registry
-  num_kv_heads: Optional[int] = None  # key/value heads; 1 = multi-query, None = num_heads
-  attention_window: int = 16  # 'local' attention: keys within this distance
-  max_relative_distance: int = 16  # 'relative' attention: distances clipped to this
+  # The attention function and its settings (seqjax/attention.py): the config's model.attention.
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   max_length: int = 1024  # longest source or target sequence accepted
   # auto | sinusoidal | learned | none; auto: none for rope, alibi and relative attention, else
   # sinusoidal. 'learned' is one [max_length, e] table shared by encoder and decoder.
   position_embedding: str = 'auto'
-  attention_implementation: str = 'xla'  # 'fused' attention only: xla | cudnn
   remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
 
@@ -105,10 +102,7 @@ class Transformer(nn.Module):
           (self.max_length, self.embed_dim))
     block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
-                      attention=self.attention, dtype=self.dtype, num_kv_heads=self.num_kv_heads,
-                      attention_window=self.attention_window,
-                      max_relative_distance=self.max_relative_distance,
-                      implementation=self.attention_implementation)
+                      attention=self.attention, dtype=self.dtype)
     encoder_block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     decoder_block = blocks.remat(blocks.DecoderBlock, self.remat, deterministic_argnum=5)
     self.encoder_blocks = [encoder_block(**block_args, name=f'encoder_{i}')
@@ -123,7 +117,7 @@ class Transformer(nn.Module):
   @property
   def position_kind(self) -> str:
     """sinusoidal | learned | none: what position_embedding means for this attention function."""
-    return embed.position_embedding_kind(self.position_embedding, self.attention)
+    return embed.position_embedding_kind(self.position_embedding, self.attention.name)
 
   def _position_table(self, length: int) -> Optional[Array]:
     """The position encodings [length, e] added to the embeddings, or None ('none')."""
@@ -183,7 +177,7 @@ class Transformer(nn.Module):
     """
     x = self._embed_with_positions(decoder_inputs, deterministic, targets_position)
     length = decoder_inputs.shape[1]
-    self_mask = attention.causal_mask(length)  # [1, 1, t, t]
+    self_mask = attention_lib.causal_mask(length)  # [1, 1, t, t]
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
     cross_lengths = trailing_lengths(inputs)  # [b]
     if targets_segmentation is not None:

@@ -7,7 +7,7 @@ embeddings are added, and seqjax's pre-LN encoder stack (models/encoder_only.py)
 sequence; a single linear head classifies the class token's final state (eq. 4) or, with
 pooling='gap', the mean of the patches' states (sec. 3.1 and appendix D.3).
 
-Attention is any function of the registry (`model.attention`). The position-based ones (rope,
+Attention is any function of the registry (`model.attention.name`). The position-based ones (rope,
 alibi, local, relative) relate positions in the 1-D raster order of the patches (row by row,
 class token at 0): two horizontal neighbours are 1 apart, two vertical ones W / P apart.
 
@@ -15,13 +15,14 @@ Shape legend: b batch, H W C image height, width, channels, P patch size, g_h g_
 n = g_h g_w patches, t tokens (n, + 1 with the class token), e model dim, c classes, l layers.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
@@ -99,24 +100,20 @@ class VisionTransformer(nn.Module):
   # auto | learned (1-D, over the t tokens) | sinusoidal_2d | none; auto: none for rope, alibi
   # and relative attention, else learned (layers/embed.py).
   position_embedding: str = 'auto'
-  attention: str = 'dot_product'
-  attention_implementation: str = 'xla'
-  num_kv_heads: Optional[int] = None
-  attention_window: int = 16
-  max_relative_distance: int = 16
+  attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
 
   def _check(self) -> None:
     if self.pooling not in POOLINGS:
       raise errors.UserError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
-    embed.position_embedding_kind(self.position_embedding, self.attention,
+    embed.position_embedding_kind(self.position_embedding, self.attention.name,
                                   POSITION_EMBEDDINGS)  # raises for an unknown name
 
   @property
   def position_kind(self) -> str:
     """learned | sinusoidal_2d | none: what position_embedding means for this attention."""
-    return embed.position_embedding_kind(self.position_embedding, self.attention,
+    return embed.position_embedding_kind(self.position_embedding, self.attention.name,
                                          POSITION_EMBEDDINGS, default='learned')
 
   def _embed(self, images: Array, deterministic: bool) -> Array:
@@ -151,10 +148,7 @@ class VisionTransformer(nn.Module):
     x = self._embed(images, deterministic)  # [b, t, e]
     x = encoder_only.TransformerEncoder(
         self.num_layers, self.embed_dim, self.num_heads, self.mlp_dim, self.dropout_rate,
-        pre_ln=True, attention=self.attention,
-        attention_implementation=self.attention_implementation, num_kv_heads=self.num_kv_heads,
-        attention_window=self.attention_window, max_relative_distance=self.max_relative_distance,
-        remat=self.remat, dtype=self.dtype, activation='gelu', name='encoder')(
+        pre_ln=True, attention=self.attention, remat=self.remat, dtype=self.dtype, activation='gelu', name='encoder')(
             x, None, deterministic)  # [b, t, e], final LayerNorm included
     pooled = x[:, 0] if self.pooling == 'cls' else jnp.mean(x, axis=1)  # [b, e]
     logits = nn.Dense(
