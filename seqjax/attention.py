@@ -29,11 +29,17 @@ offers (seqjax/layers/transformer.py):
                    padding; and causal when `causal`), so a function may use lengths, not the mask
   implementation   'fused' only: jax.nn.dot_product_attention's 'xla' or 'cudnn' (model config)
   relative_key, relative_value   Shaw et al.'s tables [2 * max_relative_distance + 1, d]
+  position_bias    'relative_bias' only: T5's bias [b or 1, h, t, s], computed once per stack from
+                   its table (`relative_position_bias`) and given to every layer's self-attention
+  and every field of AttentionConfig but name and num_kv_heads, under its own name
+  (scale_logits, num_buckets, ...).
 
 The position-based functions (`WITHIN_SEQUENCE`) relate positions of one sequence; the Transformer
 uses `dot_product` for encoder-decoder attention when one of them is selected, as T5 keeps its
-relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, alibi, relative)
-see positions in their scores, so the models add no position embeddings for them by default.
+relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, alibi, relative,
+relative_bias) see positions in their scores, so the models add no position embeddings for them by
+default. 'relative_bias' is its own encoder-decoder attention: there it gets no bias, which is
+T5's (unscaled) encoder-decoder attention.
 """
 
 import dataclasses
@@ -399,6 +405,7 @@ _REGISTRY: dict[str, AttentionFn] = {
     'alibi': alibi,
     'local': local,
     'relative': relative,
+    'relative_bias': relative_bias,
     'linear': linear,
     'fused': fused,
 }
@@ -407,10 +414,13 @@ _REGISTRY: dict[str, AttentionFn] = {
 # position_embedding='auto' adds no position table for these (layers/embed.py). 'local' is not one
 # of them: its window is a mask over positions, but inside the window its scores are q k^T alone,
 # so it cannot tell 'a b' from 'b a' and needs position embeddings like dot_product.
-ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative'})
+ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative', 'relative_bias'})
 # Functions of positions within one sequence (local's window included): encoder-decoder attention
-# uses dot_product instead, since source and target positions are not on one axis.
+# uses dot_product instead, since source and target positions are not on one axis; except
+# relative_bias, whose positions come in as a bias that encoder-decoder attention is not given.
 WITHIN_SEQUENCE = ENCODES_POSITIONS | {'local'}
+# The functions that are their own encoder-decoder attention although they are WITHIN_SEQUENCE.
+OWN_CROSS_ATTENTION = frozenset({'relative_bias'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,10 +437,25 @@ class AttentionConfig:
   implementation: str = 'xla'  # fused: jax.nn.dot_product_attention's xla | cudnn
   window: int = 16  # local: keys within this distance of the query
   max_relative_distance: int = 16  # relative: M, distances clipped to [-M, M]
+  # relative_bias (T5, Raffel et al. 2020): the buckets of each stack's bias (a direction gets
+  # half in the encoder), and the distance from which all share the last bucket.
+  num_buckets: int = 32
+  max_distance: int = 128
+  # relative_bias: False is T5's softmax(q k^T + B), the 1/sqrt(d) moved into the query
+  # projection's initialisation (`query_init_scale`); True scales the logits as dot_product does.
+  scale_logits: bool = False
 
   def cross(self) -> 'AttentionConfig':
     """The settings of encoder-decoder attention: `cross_attention_name` of this function."""
     return dataclasses.replace(self, name=cross_attention_name(self.name))
+
+
+def query_init_scale(config: AttentionConfig, head_dim: int) -> float:
+  """The factor on the query projection's initialisation: d^-1/2 where the function leaves its
+  logits unscaled (relative_bias without scale_logits, as T5), so that q k^T starts at the scale
+  of q k^T / sqrt(d) under the usual initialisation; 1 for every other function."""
+  unscaled = config.name == 'relative_bias' and not config.scale_logits
+  return head_dim ** -0.5 if unscaled else 1.0
 
 
 def register(name: str, fn: AttentionFn) -> None:
@@ -456,7 +481,7 @@ def names() -> list[str]:
 
 def cross_attention_name(name: str) -> str:
   """The function that encoder-decoder attention uses when `name` is selected (see the top)."""
-  return 'dot_product' if name in WITHIN_SEQUENCE else name
+  return 'dot_product' if name in WITHIN_SEQUENCE - OWN_CROSS_ATTENTION else name
 
 
 def call(fn: AttentionFn, query: Array, key: Array, value: Array, *,

@@ -11,6 +11,7 @@ import pytest
 
 from seqjax import attention
 from seqjax.layers import norms
+from seqjax.models import t5
 
 
 def _np_rms_norm(x, scale, eps=1e-6):
@@ -101,3 +102,64 @@ def test_position_bias_reads_the_table_and_is_added_unscaled(rng):
                              atol=1e-5)
   scaled = attention.relative_bias(query, key, value, scale_logits=True)
   np.testing.assert_allclose(scaled, attention.dot_product(query, key, value), rtol=1e-6)
+
+
+# The model.
+
+TINY = dict(num_encoder_layers=2, num_decoder_layers=2, embed_dim=32, num_heads=4, head_dim=6,
+            mlp_dim=48, dropout_rate=0.1, max_length=32,
+            attention=attention.AttentionConfig('relative_bias', num_buckets=8, max_distance=12))
+
+
+@pytest.mark.parametrize('preset,total,published', [('t5-small', 60_506_624, '60.5M'),
+                                                    ('t5-base', 222_903_552, '223M'),
+                                                    ('t5-v1_1-small', 76_961_152, '77M')])
+def test_preset_parameter_counts(preset, total, published):
+  """Built abstractly (no memory): the count equals the term-by-term formula and the published
+  figure (HuggingFace's model cards) to its rounding."""
+  dims = t5.PRESETS[preset]
+  model = t5.T5(vocab_size=t5.VOCAB_SIZE, **dims)
+  ids = jnp.zeros((1, 8), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), ids, ids)['params'])
+  count = sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(nn.unbox(shapes)))
+  assert count == t5.parameter_count(t5.VOCAB_SIZE, **dims) == total
+  digits = 1 if '.' in published else 0
+  assert f'{round(count / 1e6, digits):g}M' == published
+  # One bias table per stack, shared by its layers; no bias vectors anywhere.
+  params = nn.unbox(shapes)
+  assert params['encoder_bias']['table'].shape == (32, dims['num_heads'])
+  assert not any('bias' == path[-1].key for path, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+
+
+def _ids(rng, shape, vocab=40):
+  return jnp.asarray(rng.integers(3, vocab, shape), jnp.int32)
+
+
+def _encode_and_cache(model, variables, inputs, max_length):
+  encoded = model.apply(variables, inputs, method=model.encode)
+  return encoded, model.apply(variables, encoded, inputs, max_length, method=model.init_cache)
+
+
+@pytest.mark.parametrize('feed_forward,tie', [('relu', True), ('gated_gelu', False)])
+def test_cached_decoding_equals_the_teacher_forced_logits(rng, feed_forward, tie):
+  """Target length 14 > the decoder's 4 exact buckets: the logarithmic buckets, read through the
+  cache (the query's cache position against the cache's), give the full pass's logits."""
+  model = t5.T5(vocab_size=40, **TINY, feed_forward=feed_forward, tie_embeddings=tie)
+  inputs = _ids(rng, (2, 11)).at[1, 7:].set(0)  # the second source padded
+  targets = _ids(rng, (2, 14))
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), inputs, targets)['params'])
+  variables = {'params': params}
+  logits = jax.jit(model.apply)(variables, inputs, targets)  # [b, t, v]
+  encoded, cache = jax.jit(lambda: _encode_and_cache(model, variables, inputs, 16))()
+  step = jax.jit(lambda cache, ids: model.apply(variables, encoded, inputs, cache, ids,
+                                                method=model.decode_step))
+  previous = jnp.zeros((2,), jnp.int32)  # the start token
+  for position in range(targets.shape[1]):
+    step_logits, cache = step(cache, previous)
+    np.testing.assert_allclose(step_logits, logits[:, position], rtol=1e-5, atol=1e-5)
+    previous = targets[:, position]
+  # And the bias matters: without it (all-zero tables) the logits change.
+  zeroed = jax.tree_util.tree_map_with_path(
+      lambda path, x: jnp.zeros_like(x) if 'bias' in str(path) else x, params)
+  assert not np.allclose(jax.jit(model.apply)({'params': zeroed}, inputs, targets), logits,
+                         atol=1e-4)
