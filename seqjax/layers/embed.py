@@ -148,11 +148,28 @@ class RelativePositionBias(nn.Module):
         max_distance=self.attention.max_distance)
 
 
+def stack_bias(num_heads: int, embed_dim: int, config: attention_lib.AttentionConfig,
+               bidirectional: bool, name: Optional[str] = None) -> Optional[RelativePositionBias]:
+  """A stack's RelativePositionBias for relative_bias attention, else None (no parameters)."""
+  if config.name != 'relative_bias':
+    return None
+  return RelativePositionBias(num_heads, embed_dim, config, bidirectional, name=name)
+
+
 def position_bias(module: Optional[RelativePositionBias], length: int,
                   positions: Optional[Array] = None) -> Optional[Array]:
-  """A stack's self-attention bias for `length` positions (packed rows: positions [b, t]), or
-  None for a stack without one (any attention function but relative_bias)."""
+  """A stack's self-attention bias [1 or b, h, t, t] for `length` positions (packed rows:
+  positions [b, t]), or None for a stack without one (`stack_bias`)."""
   if module is None:
     return None
   positions = jnp.arange(length)[None] if positions is None else positions  # [1 or b, t]
   return module(positions, positions)
+
+
+def step_position_bias(module: Optional[RelativePositionBias], position: Array,
+                       length: int) -> Optional[Array]:
+  """Decoding: the bias [b, h, 1, t] of each row's query position [b] against the cache's
+  positions 0..length-1, or None (`stack_bias`)."""
+  if module is None:
+    return None
+  return module(position[:, None], jnp.arange(length)[None])

@@ -105,6 +105,8 @@ class TransformerLM(nn.Module):
         for i in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = blocks.layer_norm('final_norm', self.dtype)
+    self.position_bias = embed.stack_bias(self.num_heads, self.embed_dim, self.attention,
+                                          bidirectional=False)  # relative_bias only (T5)
 
   def __call__(self, targets: Array, *, deterministic: bool = True,
                project: bool = True) -> Array | embed.Projection:
@@ -113,8 +115,9 @@ class TransformerLM(nn.Module):
     x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
     mask = attention_lib.causal_mask(targets.shape[1])  # [1, 1, t, t]
     lengths = jnp.full(targets.shape[:1], targets.shape[1], jnp.int32)  # [b]: no padding mask
+    bias = embed.position_bias(self.position_bias, targets.shape[1])  # [1, h, t, t] or None
     for block in self.blocks:
-      x = block(x, mask, deterministic, None, lengths)
+      x = block(x, mask, deterministic, None, lengths, bias)
     if self.pre_ln:
       x = self.final_norm(x)
     return self.embed.attend(x) if project else self.embed.projection(x)

@@ -133,10 +133,9 @@ class T5(nn.Module):
                            for i in range(self.num_decoder_layers)]
     self.encoder_norm = norms.RMSNorm(dtype=self.dtype)
     self.decoder_norm = norms.RMSNorm(dtype=self.dtype)
-    with_bias = self.attention.name == 'relative_bias'  # one table per stack
-    bias = lambda bidirectional: embed.RelativePositionBias(
-        self.num_heads, self.embed_dim, self.attention, bidirectional) if with_bias else None
-    self.encoder_bias, self.decoder_bias = bias(True), bias(False)
+    bias = lambda bidirectional: embed.stack_bias(self.num_heads, self.embed_dim,
+                                                  self.attention, bidirectional)
+    self.encoder_bias, self.decoder_bias = bias(True), bias(False)  # one table per stack
     if not self.tie_embeddings:
       self.output = nn.Dense(
           self.vocab_size, use_bias=False, dtype=self.dtype,
@@ -204,9 +203,7 @@ class T5(nn.Module):
     self_mask = jnp.arange(length)[None, :] <= cache.position[:, None]  # [b, t]
     self_mask = self_mask[:, None, None, :]  # [b, 1, 1, t]: positions written so far
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
-    bias = None
-    if self.decoder_bias is not None:  # the query's position against every cache slot
-      bias = self.decoder_bias(cache.position[:, None], jnp.arange(length)[None])  # [b,h,1,t]
+    bias = embed.step_position_bias(self.decoder_bias, cache.position, length)  # [b, h, 1, t]
     layers = []
     for block, layer_cache in zip(self.decoder_blocks, cache.layers):
       x, layer_cache = block.decode_step(x, layer_cache, cache.position, self_mask, cross_mask,
