@@ -16,9 +16,11 @@ import json
 import re
 from typing import Any, Optional
 
+from etils import epath
 import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from seqjax import errors
@@ -190,3 +192,86 @@ def average_params(checkpointer: Checkpointer, steps: list[int], abstract_state:
     total = params if total is None else jax.tree.map(jnp.add, total, params)
   return jax.tree.map(lambda summed, like: (summed / len(steps)).astype(like.dtype), total,
                       abstract_state.params)
+
+
+def param_names(params: Any) -> list[str]:
+  """'a/b/kernel' for each leaf of a parameter tree."""
+  return list(_shapes(params))
+
+
+def _init_checkpoint(path: str) -> tuple[str, int]:
+  """(checkpoints directory, step) named by init_from: a workdir (its latest checkpoint), its
+  checkpoints directory, or one step's directory in it."""
+  if path.startswith('hf:'):
+    raise errors.UserError(f'init_from={path}: HuggingFace model directories are not supported '
+                           'yet; give a seqjax workdir or checkpoint directory.')
+  given = epath.Path(path)
+  directory, step = given, None
+  if (given / 'checkpoints').is_dir():
+    directory = given / 'checkpoints'
+  elif given.name.isdigit() and (given / 'state').is_dir():
+    directory, step = given.parent, int(given.name)
+  if not directory.is_dir():
+    raise errors.UserError(f'init_from={path}: no such directory; give a seqjax workdir, its '
+                           'checkpoints directory, or a checkpoint step directory in it.')
+  with Checkpointer(str(directory), keep=1, read_only=True) as reader:
+    steps = reader.all_steps()
+  if step is None and steps:
+    step = steps[-1]
+  if step not in steps:
+    raise errors.UserError(f'init_from={path}: no committed checkpoint there (steps found: '
+                           f'{steps or "none"}).')
+  return str(directory), step
+
+
+def init_vocab_path(path: str) -> str:
+  """The vocabulary file of the run that init_from names: its workdir's vocab/*.model."""
+  directory, _ = _init_checkpoint(path)
+  found = sorted(epath.Path(directory).parent.glob('vocab/*.model'))
+  if len(found) != 1:
+    raise errors.UserError(
+        f'init_from={path}: expected one vocabulary file in {epath.Path(directory).parent}/vocab, '
+        f'found {len(found)}; the new run must use the ids the parameters were trained with.')
+  return str(found[0])
+
+
+def restore_params_for_init(path: str, params: Any,
+                            metadata: Optional[dict[str, Any]] = None) -> tuple[Any, list[str]]:
+  """(params with every leaf that init_from's checkpoint holds under the same path replaced by
+  the saved values, laid out as the leaf it replaces; the names of the replaced leaves).
+
+  The saved state is read to host memory whole (optimizer moments too), so this costs a few
+  times the parameters' size once. Refused with a UserError: a saved parameter of another shape,
+  a checkpoint whose `metadata` (vocabulary) differs, a checkpoint that shares no parameter.
+  """
+  directory, step = _init_checkpoint(path)
+  with Checkpointer(directory, keep=1, read_only=True) as reader:
+    if metadata:
+      check_metadata(step, reader.metadata(step), metadata)
+    saved_tree = reader._manager.item_metadata(step)['state'].tree  # pylint: disable=protected-access
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), saved_tree)
+    saved = reader._manager.restore(  # pylint: disable=protected-access
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
+  saved_params = {jax.tree_util.keystr(key, simple=True, separator='/'): np.asarray(leaf)
+                  for key, leaf in jax.tree_util.tree_flatten_with_path(saved['params'])[0]}
+  restored = []
+
+  def take(key, leaf):
+    name = jax.tree_util.keystr(key, simple=True, separator='/')
+    if name not in saved_params:
+      return leaf
+    value = saved_params[name]
+    if value.shape != leaf.shape:
+      raise errors.UserError(
+          f'init_from={path}: parameter {name} is shape {value.shape} in the checkpoint at step '
+          f'{step} and {tuple(leaf.shape)} in this model; only the parameters of equal shape '
+          'can be taken over (change the model to match, or rename the new part).')
+    restored.append(name)
+    value = value.astype(leaf.dtype)
+    return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
+
+  params = jax.tree_util.tree_map_with_path(take, params)
+  if not restored:
+    raise errors.UserError(f'init_from={path}: the checkpoint at step {step} shares no parameter '
+                           'path with this model.')
+  return params, restored

@@ -94,6 +94,11 @@ class Config:
   # draws half those bits), but platform-dependent. auto: rbg on GPUs, threefry2x32 elsewhere.
   rng_impl: str = 'auto'
   label_smoothing: float = 0.1
+  # A seqjax workdir (its latest checkpoint), its checkpoints directory, or one checkpoint's step
+  # directory: a new run starts from the parameters saved there whose path and shape it shares
+  # (fine-tuning: new heads fresh; another shape is refused) and with that run's vocabulary. The
+  # optimizer starts fresh. Only at the first start: a resume restores the run's own checkpoint.
+  init_from: str = ''
   # Target positions per chunk of the output projection and loss (seqjax.losses.
   # chunked_cross_entropy): the [b, t, v] float32 logits are never held whole, only
   # [b, chunk, v]. 0: the logits whole. Models in models.CHUNKED_LOSS_MODELS only.

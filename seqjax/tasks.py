@@ -97,6 +97,9 @@ class Task:
   # Batch keys passed as keyword arguments when the batch has them (packed rows' segmentation
   # and positions, see seqjax/data/packing.py).
   optional_model_args: tuple[str, ...] = ()
+  # Pieces the task needs in the vocabulary as whole tokens ('[MASK]', T5's '<extra_id_0>', ...):
+  # the tokenizer is trained with them (seqjax/data/tokenizer.py), their ids from piece_id.
+  special_tokens: tuple[str, ...] = ()
 
   def apply(self, model, variables, batch, *, deterministic: bool, rngs=None,
             project: bool = True) -> Array | embed.Projection:

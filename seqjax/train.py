@@ -101,11 +101,17 @@ def _build_tokenizer(cfg: config_lib.Config, workdir: str, task: tasks.Task,
   data_cfg = cfg.data
   if data_cfg.vocab_path:
     return tokenizer_lib.Tokenizer.load(data_cfg.vocab_path)
+  if cfg.init_from:  # the ids the initial parameters were trained with
+    return tokenizer_lib.Tokenizer.load(checkpoint_lib.init_vocab_path(cfg.init_from))
   sample = batching.spread(train_records, data_cfg.tokenizer_sample_size)
   texts = batching.tokenizer_texts(task.name, sample)
-  path = os.path.join(workdir, 'vocab', f'{data_cfg.tokenizer}_{data_cfg.vocab_size}.model')
+  name = f'{data_cfg.tokenizer}_{data_cfg.vocab_size}'
+  if task.special_tokens:  # another task's cached vocabulary lacks them
+    name += '_' + hashlib.sha256('\n'.join(task.special_tokens).encode()).hexdigest()[:8]
+  path = os.path.join(workdir, 'vocab', f'{name}.model')
   return tokenizer_lib.load_or_train(path, texts, data_cfg.vocab_size, data_cfg.tokenizer,
-                                     is_writer=jax.process_index() == 0)
+                                     is_writer=jax.process_index() == 0,
+                                     special_tokens=task.special_tokens)
 
 
 def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *,
@@ -393,6 +399,8 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
                       train_iter) -> tuple[TrainState, int]:
   """The latest checkpoint's state (moving train_iter to its position) or a fresh state."""
   step = checkpointer.latest_step()
+  if step is None and exp.cfg.init_from:
+    return initialise_from(exp, create_state(exp)), 0
   if step is None:
     return create_state(exp), 0
   if jax.process_index() == 0:
@@ -400,6 +408,18 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
   state = checkpointer.restore(step, exp.abstract_state, train_iter, checkpoint_metadata(exp),
                                position_per_process=packs_rows(exp.cfg))
   return state, step
+
+
+def initialise_from(exp: Experiment, state: TrainState) -> TrainState:
+  """`state` with the parameters that config.init_from's checkpoint holds (same path and shape)
+  restored bit for bit; the others (new heads) stay as initialised. The optimizer starts fresh."""
+  params, restored = checkpoint_lib.restore_params_for_init(
+      exp.cfg.init_from, state.params, checkpoint_metadata(exp))
+  if jax.process_index() == 0:
+    fresh = sorted(set(checkpoint_lib.param_names(state.params)) - set(restored))
+    print(f'Initialised {len(restored)} parameter arrays from {exp.cfg.init_from}; '
+          f'{len(fresh)} fresh: {", ".join(fresh) or "none"}.', flush=True)
+  return state.replace(params=params)
 
 
 def check_finite(cfg: config_lib.Config, state: TrainState, step: int) -> None:

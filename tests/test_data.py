@@ -4,6 +4,7 @@ import grain
 import numpy as np
 import pytest
 
+from seqjax import errors
 from seqjax.data import batching
 from seqjax.data import dates
 from seqjax.data import tokenizer as tokenizer_lib
@@ -89,3 +90,17 @@ def test_train_iterator_global_batch_is_the_same_for_any_process_count(pairs, ch
       parts = [next(iterator)['inputs'] for iterator in shares]  # each [16 / P, 40]
       assert all(len(part) == 16 // len(shares) for part in parts)
       np.testing.assert_array_equal(np.concatenate(parts), want)
+
+
+def test_special_tokens_are_whole_pieces_with_their_own_ids():
+  texts = ['the film was good .', 'a movie is bad .'] * 50
+  tokenizer = tokenizer_lib.train(texts, 20, 'word', special_tokens=('[CLS]', '[SEP]', '[MASK]'))
+  ids = [tokenizer.piece_id(piece) for piece in ('[CLS]', '[SEP]', '[MASK]')]
+  assert len(set(ids)) == 3 and min(ids) > tokenizer_lib.UNK_ID
+  assert tokenizer.pieces(ids) == ['[CLS]', '[SEP]', '[MASK]']
+  assert tokenizer.piece_id('<unk>') == tokenizer_lib.UNK_ID
+  with pytest.raises(errors.UserError, match=r"no piece '\[NOPE\]'"):
+    tokenizer.piece_id('[NOPE]')
+  plain = tokenizer_lib.train(texts, 20, 'word')
+  with pytest.raises(errors.UserError, match=r"no piece '\[MASK\]'"):
+    plain.piece_id('[MASK]')
