@@ -1,7 +1,12 @@
 """T5 (seqjax/models/t5.py): RMS norm and relative position buckets against NumPy written from
 the paper's code, the attention variant, the presets' parameter counts, cached decoding."""
 
+import json
 import math
+import os
+import re
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -10,6 +15,8 @@ import numpy as np
 import pytest
 
 from seqjax import attention
+from seqjax.data import span_corruption
+from seqjax.data import tokenizer as tokenizer_lib
 from seqjax.layers import norms
 from seqjax.models import t5
 
@@ -128,7 +135,8 @@ def test_preset_parameter_counts(preset, total, published):
   # One bias table per stack, shared by its layers; no bias vectors anywhere.
   params = nn.unbox(shapes)
   assert params['encoder_bias']['table'].shape == (32, dims['num_heads'])
-  assert not any('bias' == path[-1].key for path, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+  paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  assert not any(path[-1].key == 'bias' for path in paths)
 
 
 def _ids(rng, shape, vocab=40):
@@ -163,3 +171,31 @@ def test_cached_decoding_equals_the_teacher_forced_logits(rng, feed_forward, tie
       lambda path, x: jnp.zeros_like(x) if 'bias' in str(path) else x, params)
   assert not np.allclose(jax.jit(model.apply)({'params': zeroed}, inputs, targets), logits,
                          atol=1e-4)
+
+
+# The configs, end to end through seqjax.main.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  result = subprocess.run([sys.executable, '-m', 'seqjax.main', *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_pretrain_then_fine_tune_smoke_runs(tmp_path):
+  pretrain, fine_tune = str(tmp_path / 'pretrain'), str(tmp_path / 'fine_tune')
+  out = _main('--config=configs/t5_pretrain.py:smoke', f'--workdir={pretrain}')
+  assert 'Final test: loss=' in out and 'exact_match=' in out  # the spans are decoded too
+  vocab, = os.listdir(os.path.join(pretrain, 'vocab'))
+  tokenizer = tokenizer_lib.Tokenizer.load(os.path.join(pretrain, 'vocab', vocab))
+  assert [tokenizer.piece_id(s) for s in span_corruption.SENTINELS[:2]] == [3, 4]
+  out = _main('--config=configs/t5_dates.py:smoke', f'--workdir={fine_tune}',
+              f'--config.init_from={pretrain}')
+  assert re.search(r'Initialised \d+ parameter arrays from .*; 0 fresh: none\.', out), out
+  with open(os.path.join(fine_tune, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f]
+  assert max(row['step'] for row in rows) == 4 and 'test_exact_match' in rows[-1]

@@ -18,7 +18,7 @@ text always ends in noise (T5's default, without `random_roll`). The sentinels a
 `<extra_id_0>`, `<extra_id_1>`, ... (T5's 100 extra ids), which the 'span_corruption' task puts
 in the vocabulary (seqjax/tasks.py, Task.special_tokens).
 
-The corpus ('dates_span_corruption'): texts of a few dates, each written in one of the dates
+The corpus ('dates_span_corruption'): texts of a few dates (2 by default), each written in one of the dates
 task's styles or in ISO form, joined by ' ; ' (data/dates.py), from the dates of the dates task's
 own partition of the split (the test dates are never seen). Each example is a function of
 (data.seed, split, index): its dates, its styles and its noise. The units that are noised are the
@@ -111,12 +111,13 @@ class SpanCorruptionConfig(base.TextConfig):
   """The `data` section for `data.name = 'dates_span_corruption'`."""
   tokenizer: str = 'char'  # char | word: the units that are noised (module docstring)
   vocab_size: int = 256  # room for the ~70 characters and the 100 sentinels
-  dates_per_text: int = 3
+  dates_per_text: int = 2
   noise_density: float = 0.15  # the fraction of tokens dropped (Raffel et al. 2020, sec. 3.3.4)
   mean_noise_span_length: float = 3.0
-  # 3 dates of at most 33 characters and 2 separators, a leading '▁' piece and end of sequence.
-  max_source_length: int = 3 * dates.MAX_SOURCE_LENGTH + 2 * len(SEPARATOR) + 2
-  max_target_length: int = 32  # the noise (15%) and its sentinels, '▁' and end of sequence
+  # 2 dates of at most 33 characters and a separator, a leading '▁' piece and end of sequence.
+  max_source_length: int = 2 * dates.MAX_SOURCE_LENGTH + len(SEPARATOR) + 2
+  # The noise (at most 10 of 69 characters), its 3 sentinels, a leading '▁' and end of sequence.
+  max_target_length: int = 24
   num_train_examples: int = 100_000
   num_eval_examples: int = dates.NUM_EVAL_DATES  # for each of 'eval' and 'test'
   seed: int = 0  # the dates partition (shared with the dates task) and the examples

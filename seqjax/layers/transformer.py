@@ -93,8 +93,8 @@ class MultiHeadAttention(nn.Module):
   Keys and values have num_kv_heads heads k (default h): 1 is multi-query attention (Shazeer 2019),
   1 < k < h grouped-query attention (Ainslie et al. 2023). The attention function is offered
   positions, `causal`, the settings of AttentionConfig, for 'relative' its tables and for
-  'relative_bias' the stack's position bias (layers/embed.py RelativePositionBias). T5 sets head_dim apart
-  from embed_dim / num_heads and drops the biases (use_bias=False).
+  'relative_bias' the stack's position bias (layers/embed.py RelativePositionBias). T5 sets
+  head_dim apart from embed_dim / num_heads and drops the biases (use_bias=False).
 
   Self-attention with k == h (`__call__` given the same array as queries and keys) computes query,
   key and value in one product (`project_qkv`): one larger matrix product instead of three, and
@@ -248,7 +248,7 @@ class FeedForward(nn.Module):
 
 
 def layer_norm(name: str, dtype: jnp.dtype, kind: str = 'layer') -> nn.Module:
-  """LayerNorm (kind 'layer') or T5's RMS norm without bias or mean (kind 'rms', layers/norms.py)."""
+  """LayerNorm (kind 'layer'), or T5's RMS norm without bias or mean (kind 'rms', norms.py)."""
   if kind == 'rms':
     return norms.RMSNorm(dtype=dtype, name=name)
   if kind != 'layer':

@@ -1,0 +1,44 @@
+"""T5 span-corruption pretraining (Raffel et al. 2020, sec. 3.1.4) on texts of dates.
+
+  python -m seqjax.main --config=configs/t5_pretrain.py --workdir=workdirs/t5_pretrain
+
+The corpus (data/span_corruption.py): texts of 2 dates, each in one of the dates task's styles or
+in ISO form, from the training dates only; 15% of the characters dropped in spans of mean length
+3, each span a sentinel <extra_id_i> in the inputs, the targets the sentinels and their spans. A
+T5 v1.1-style model (models/t5.py: GEGLU, untied output, relative position bias, RMS norm, no
+dropout in pretraining), 2 + 2 layers, d=128. configs/t5_dates.py fine-tunes it
+(`--config.init_from=workdirs/t5_pretrain`).
+
+Measured on the 2-core CPU machine (shared with other jobs, nice -n 10): see the README's T5
+section for the command's time and its eval token accuracy and exact match of the spans.
+`:smoke` shrinks it to a few steps.
+"""
+
+from seqjax import config as config_lib
+from seqjax import errors
+
+
+def get_config(arg: str | None = None):
+  config = config_lib.base_config(model='t5', data='dates_span_corruption')
+  config.num_train_steps = 300
+  config.log_every_steps = 50
+  config.eval_every_steps = 150
+  config.checkpoint_every_steps = 150
+  config.batch_size = 64
+  config.label_smoothing = 0.0  # T5 has none
+  config.optimizer.learning_rate = 3e-3
+  config.optimizer.schedule = 'cosine'
+  config.optimizer.warmup_steps = 100
+  config.optimizer.grad_clip_norm = 1.0
+  # T5 v1.1's choices at a CPU's size: GEGLU feed-forward, untied output projection.
+  config.model.update(num_encoder_layers=2, num_decoder_layers=2, embed_dim=128, num_heads=4,
+                      head_dim=32, mlp_dim=256, dropout_rate=0.0, feed_forward='gated_gelu',
+                      tie_embeddings=False, max_length=96)
+  config.eval.num_decode_examples = 100
+  config.eval.num_plot_examples = 0
+  if arg == 'smoke':
+    config_lib.shrink_for_smoke(config)
+    config.model.update(embed_dim=32, num_heads=2, head_dim=16, mlp_dim=64)
+  elif arg:
+    raise errors.UserError(f'Unknown config argument {arg!r}; known: smoke.')
+  return config
