@@ -2,11 +2,12 @@
 dies on cue, and readers for what a run leaves in its workdir.
 
 Run as a script, it is the subprocess: `python tests/reliability_helpers.py WORKDIR OVERRIDES_JSON
-[--kill-after-step=N] [--kill-during-save=N]` trains the tiny config in WORKDIR and SIGKILLs itself
-after step N (once the latest checkpoint before N is committed), or just after the async save of
-step N has started writing.
+[--config=tiny|packed] [--kill-after-step=N] [--kill-during-save=N]` trains the tiny config (or
+the packed translation config) in WORKDIR and SIGKILLs itself after step N (once the latest
+checkpoint before N is committed), or just after the async save of step N has started writing.
 """
 
+import collections
 import json
 import os
 import signal
@@ -30,6 +31,38 @@ def tiny_config(**overrides):
   for key, value in {**TINY, **overrides}.items():
     section, _, name = key.rpartition('.')
     (config[section] if section else config)[name] = value
+  return config
+
+
+WORDS = ('the cat dog sat ran on under a mat tree big small red blue and house garden saw '
+         'with near').split()
+
+
+def _write_pairs(path: str, count: int, seed: int) -> None:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  with open(path, 'w', encoding='utf-8') as f:
+    for _ in range(count):
+      source = ' '.join(rng.choice(WORDS, rng.integers(2, 9)))
+      target = ' '.join(rng.choice(WORDS, rng.integers(2, 9)))
+      f.write(f'{source}\t{target}\n')
+
+
+def packed_config(workdir: str):
+  """configs/parallel_text.py:smoke on 90 generated pairs in WORKDIR, packed in 8 rows of 24
+  tokens (token cache, NumPy packing, prefetch): an epoch is about 3 steps, so 8 steps cross two
+  epoch boundaries. Checkpoints at 3 and 6, as tiny_config's."""
+  from configs import parallel_text  # pylint: disable=g-import-not-at-top
+  train_path, eval_path = (os.path.join(workdir, name) for name in ('train.tsv', 'eval.tsv'))
+  if not os.path.exists(train_path):
+    _write_pairs(train_path, 90, seed=1)
+    _write_pairs(eval_path, 8, seed=2)
+  config = parallel_text.get_config('smoke')
+  config.update(num_train_steps=8, log_every_steps=1, eval_every_steps=100,
+                checkpoint_every_steps=3, keep_checkpoints=10, batch_size=8)
+  config.data.update(train_path=train_path, eval_path=eval_path, vocab_size=40,
+                     tokenizer_sample_size=-1, max_source_length=24, max_target_length=24)
+  config.eval.update(beam_size=1, batch_size=8, num_decode_examples=0)
   return config
 
 
@@ -65,6 +98,19 @@ def saved_state(workdir: str, step: int) -> dict:
     return checkpointer.restore(path)
 
 
+def assert_resumed_run_matches(workdir: str, reference: str, repeated_steps) -> None:
+  """Steps 1..8 logged (those in repeated_steps twice) with the reference's losses, and the same
+  final state, bit for bit."""
+  losses = collections.defaultdict(list)
+  for step, loss in logged_losses(workdir):
+    losses[step].append(loss)
+  want = dict(logged_losses(reference))
+  assert sorted(losses) == sorted(want) == list(range(1, 9))
+  for step, values in losses.items():
+    assert values == [want[step]] * (2 if step in repeated_steps else 1), (step, values)
+  assert_trees_equal(saved_state(workdir, 8), saved_state(reference, 8))
+
+
 def assert_trees_equal(got, want) -> None:
   """Bit-identical leaves (np.array_equal), same tree structure."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -97,7 +143,8 @@ def _run_child(workdir: str, overrides: dict, flags: list[str]) -> None:
   from seqjax import train  # pylint: disable=g-import-not-at-top
   options = dict(flag.lstrip('-').split('=') for flag in flags)
   checkpoints = os.path.join(workdir, 'checkpoints')
-  config = tiny_config(**overrides)
+  config = (packed_config(workdir) if options.get('config') == 'packed'
+            else tiny_config(**overrides))
   if 'kill-after-step' in options:
     kill_step = int(options['kill-after-step'])
     last_save = kill_step - kill_step % config.checkpoint_every_steps

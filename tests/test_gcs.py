@@ -49,7 +49,7 @@ def test_sigkill_into_gcs_then_resume_is_bit_identical(reference, gcs_workdir):
   train.train_and_evaluate(helpers.tiny_config(), gcs_workdir)
   # The same losses, step by step, and the same final state as the local uninterrupted run;
   # metrics.jsonl (rewritten whole on each logged step) kept the lines of the killed run.
-  test_resume.assert_resumed_run_matches(gcs_workdir, reference, repeated_steps={4})
+  helpers.assert_resumed_run_matches(gcs_workdir, reference, repeated_steps={4})
   assert sorted(path.name for path in checkpoints.iterdir()) == ['3', '6', '8']
   assert any((epath.Path(gcs_workdir) / 'tensorboard').iterdir())
 

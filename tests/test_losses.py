@@ -7,6 +7,7 @@ import pytest
 
 from seqjax import losses
 from seqjax.layers import embed
+from tests import loss_reference
 
 
 @pytest.mark.parametrize('smoothing', [0.0, 0.1, 0.3])
@@ -44,18 +45,6 @@ def test_gradient_is_softmax_minus_smoothed_targets(rng):
   np.testing.assert_allclose(np.asarray(grad), expected, atol=1e-6)
 
 
-def _numpy_loss_over_real_ids(logits, targets, weights, smoothing, num_real):
-  """Label-smoothed cross entropy in float64 over the first num_real classes only."""
-  total = 0.0
-  for index in np.ndindex(targets.shape):
-    row = logits[index][:num_real].astype(np.float64)
-    log_probs = row - row.max() - np.log(np.exp(row - row.max()).sum())
-    distribution = np.full(num_real, smoothing / (num_real - 1))
-    distribution[targets[index]] = 1 - smoothing
-    total += weights[index] * -(distribution * log_probs).sum()
-  return total
-
-
 @pytest.mark.parametrize('smoothing', [0.0, 0.1])
 def test_padding_ids_take_no_part_in_loss_gradient_or_predictions(rng, smoothing):
   """The vocabulary padded from 13 real ids to 16: padding logits set large change nothing."""
@@ -70,7 +59,8 @@ def test_padding_ids_take_no_part_in_loss_gradient_or_predictions(rng, smoothing
     return losses.cross_entropy(z, *args, smoothing, num_real_classes=num_real)[0]
 
   value, grad = jax.value_and_grad(loss)(jnp.asarray(logits))
-  expected = _numpy_loss_over_real_ids(logits, targets, weights, smoothing, num_real)
+  expected = loss_reference.smoothed_loss_over_real_ids(logits, targets, weights, smoothing,
+                                                        num_real)
   np.testing.assert_allclose(float(value), expected, rtol=1e-5)
   real = logits[..., :num_real].astype(np.float64)
   softmax = np.exp(real - real.max(-1, keepdims=True))

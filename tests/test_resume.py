@@ -6,7 +6,6 @@ bit-identical to an uninterrupted run's: same batches (the data position is in t
 same dropout (the rng is folded from the seed and the step), same optimizer state.
 """
 
-import collections
 import os
 import signal
 import time
@@ -34,19 +33,6 @@ def _killed(workdir: str, *flags: str) -> None:
   assert child.returncode == -signal.SIGKILL, stderr[-3000:]
 
 
-def assert_resumed_run_matches(workdir: str, reference: str, repeated_steps) -> None:
-  """Steps 1..8 logged (those in repeated_steps twice) with the reference's losses, and the same
-  final state, bit for bit."""
-  losses = collections.defaultdict(list)
-  for step, loss in helpers.logged_losses(workdir):
-    losses[step].append(loss)
-  want = dict(helpers.logged_losses(reference))
-  assert sorted(losses) == sorted(want) == list(range(1, 9))
-  for step, values in losses.items():
-    assert values == [want[step]] * (2 if step in repeated_steps else 1), (step, values)
-  helpers.assert_trees_equal(helpers.saved_state(workdir, 8), helpers.saved_state(reference, 8))
-
-
 def test_sigkill_off_the_save_interval_then_resume_is_bit_identical(reference, tmp_path):
   workdir = str(tmp_path)
   _killed(workdir, '--kill-after-step=5')  # the last checkpoint is step 3
@@ -55,7 +41,7 @@ def test_sigkill_off_the_save_interval_then_resume_is_bit_identical(reference, t
   # Step 4 was logged twice (before the kill, during step 5, and after the resume from step 3);
   # an epoch of the 40 examples ends inside step 5, so the resumed iterator crossed an epoch
   # boundary.
-  assert_resumed_run_matches(workdir, reference, repeated_steps={4})
+  helpers.assert_resumed_run_matches(workdir, reference, repeated_steps={4})
 
 
 def test_sigkill_during_an_async_save_leaves_the_previous_checkpoint(reference, tmp_path):
@@ -72,4 +58,4 @@ def test_sigkill_during_an_async_save_leaves_the_previous_checkpoint(reference, 
   assert os.listdir(directory) == ['3']
   helpers.assert_trees_equal(helpers.saved_state(workdir, 3), helpers.saved_state(reference, 3))
   train.train_and_evaluate(helpers.tiny_config(), workdir)
-  assert_resumed_run_matches(workdir, reference, repeated_steps={4, 5, 6})
+  helpers.assert_resumed_run_matches(workdir, reference, repeated_steps={4, 5, 6})

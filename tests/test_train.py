@@ -1,5 +1,6 @@
 """The trainer: the same losses on 1 and 8 devices, sharded weights, exact resume, clear errors."""
 
+import functools
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from seqjax import config as config_lib
 from seqjax import errors
 from seqjax import train
 from seqjax.models import transformer
+from tests import loss_reference
 from configs import default
 from configs import rnn_lm
 
@@ -111,25 +113,14 @@ def test_eval_loss_and_training_loss_leave_out_the_padded_vocabulary(tmp_path, r
   weights = (targets > 0).astype(np.float32)
   global_batch = train.to_global(exp, batch)
   eval_sums = train.make_eval_step(exp)(params, global_batch)
-  np.testing.assert_allclose(float(eval_sums['loss'][0]),
-                             _numpy_loss(logits, targets, weights, 0.0, num_real), rtol=1e-5)
+  reference = functools.partial(loss_reference.smoothed_loss_over_real_ids, logits, targets,
+                                weights, num_real=num_real)
+  np.testing.assert_allclose(float(eval_sums['loss'][0]), reference(smoothing=0.0), rtol=1e-5)
   loss, _ = jax.jit(lambda p, b: train._loss_and_metrics(  # pylint: disable=protected-access
       exp, p, b, jax.random.key(0)))(params, global_batch)  # training: label-smoothed
-  np.testing.assert_allclose(float(loss) * weights.sum(),
-                             _numpy_loss(logits, targets, weights, 0.1, num_real), rtol=1e-5)
+  np.testing.assert_allclose(float(loss) * weights.sum(), reference(smoothing=0.1), rtol=1e-5)
   predicted = logits[..., :num_real].argmax(-1)
   assert float(eval_sums['token_accuracy'][0]) == np.sum((predicted == targets) * weights)
-
-
-def _numpy_loss(logits, targets, weights, smoothing, num_real):
-  total = 0.0
-  for index in np.ndindex(targets.shape):
-    row = logits[index][:num_real].astype(np.float64)
-    log_probs = row - row.max() - np.log(np.exp(row - row.max()).sum())
-    q = np.full(num_real, smoothing / (num_real - 1))
-    q[targets[index]] = 1 - smoothing
-    total += weights[index] * -(q * log_probs).sum()
-  return total
 
 
 def _vocabulary_products(exp, batch_shapes) -> list[tuple[list[str], str]]:
