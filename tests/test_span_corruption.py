@@ -107,7 +107,7 @@ def test_corpus_texts_rebuild_and_are_deterministic():
     assert (inputs, targets) == again[index]
     text = ''.join(_rebuild(_units(inputs), _units(targets)))
     parts = text.split(sc.SEPARATOR)
-    assert len(parts) == config.dates_per_text
+    assert len(parts) == config.mentions_per_text
     noise += len(_units(targets)) - len(SENTINEL.findall(targets))
     total += len(text)
   assert abs(noise / total - 0.15) < 0.01
@@ -118,11 +118,25 @@ def test_corpus_texts_rebuild_and_are_deterministic():
                                               _units(split[index][1]))).split(sc.SEPARATOR))
 
 
+def test_a_corpus_text_mentions_one_date_in_every_style_and_iso():
+  rng = np.random.default_rng(3)
+  date_list = dates.split_dates(0)['train']
+  seen = set()
+  for _ in range(400):
+    date = date_list[rng.integers(len(date_list))]
+    renderings = [dates.format_date(date, style) for style in range(len(dates.STYLES))]
+    renderings.append(date.isoformat())
+    parts = sc.corpus_text(date, rng, 3).split(sc.SEPARATOR)
+    assert len(parts) == 3 and all(part in renderings for part in parts)
+    seen.update(renderings.index(part) for part in parts)
+  assert seen == set(range(len(dates.STYLES) + 1))
+
+
 def test_word_units_and_refusals():
   config = sc.SpanCorruptionConfig(tokenizer='word', num_train_examples=10)
   inputs, targets = sc.load_split(config, 'train')[3]
   rebuilt = _rebuild(inputs.split(), targets.split())
-  assert len(rebuilt) >= config.dates_per_text and sc.SEPARATOR.strip() in rebuilt
+  assert len(rebuilt) >= config.mentions_per_text and sc.SEPARATOR.strip() in rebuilt
   with pytest.raises(Exception, match='char and word'):
     sc.load_split(sc.SpanCorruptionConfig(tokenizer='unigram'), 'train')
   with pytest.raises(Exception, match='more noise spans than the 2 sentinels'):

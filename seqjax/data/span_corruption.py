@@ -18,15 +18,19 @@ text always ends in noise (T5's default, without `random_roll`). The sentinels a
 `<extra_id_0>`, `<extra_id_1>`, ... (T5's 100 extra ids), which the 'span_corruption' task puts
 in the vocabulary (seqjax/tasks.py, Task.special_tokens).
 
-The corpus ('dates_span_corruption'): texts of a few dates (2 by default), each written in one of the dates
-task's styles or in ISO form, joined by ' ; ' (data/dates.py), from the dates of the dates task's
-own partition of the split (the test dates are never seen). Each example is a function of
-(data.seed, split, index): its dates, its styles and its noise. The units that are noised are the
+The corpus ('dates_span_corruption'): texts that mention one date a few times (2 by default),
+each mention in one of the dates task's styles or in ISO form, joined by ' ; ' (data/dates.py),
+as a page about one day might: 'tuesday, 5th of march 1996 ; 05.03.96'. The redundancy is what
+span corruption can learn the styles' correspondences from (a span dropped from one mention is
+told by the other), though no text is marked as a (source, ISO) pair. The dates are those of the
+dates task's own partition of the split: the test dates are never seen. Each example is a
+function of (data.seed, split, index): its date, its styles and its noise. The units that are noised are the
 tokenizer's: characters for the 'char' tokenizer (one SentencePiece piece each, a space being the
 piece '▁'), whitespace-separated words for 'word'.
 """
 
 import dataclasses
+import datetime
 from typing import Sequence
 
 import numpy as np
@@ -111,10 +115,10 @@ class SpanCorruptionConfig(base.TextConfig):
   """The `data` section for `data.name = 'dates_span_corruption'`."""
   tokenizer: str = 'char'  # char | word: the units that are noised (module docstring)
   vocab_size: int = 256  # room for the ~70 characters and the 100 sentinels
-  dates_per_text: int = 2
+  mentions_per_text: int = 2  # of the text's one date
   noise_density: float = 0.15  # the fraction of tokens dropped (Raffel et al. 2020, sec. 3.3.4)
   mean_noise_span_length: float = 3.0
-  # 2 dates of at most 33 characters and a separator, a leading '▁' piece and end of sequence.
+  # 2 mentions of at most 33 characters and a separator, a leading '▁' piece and end of sequence.
   max_source_length: int = 2 * dates.MAX_SOURCE_LENGTH + len(SEPARATOR) + 2
   # The noise (at most 10 of 69 characters), its 3 sentinels, a leading '▁' and end of sequence.
   max_target_length: int = 24
@@ -123,14 +127,12 @@ class SpanCorruptionConfig(base.TextConfig):
   seed: int = 0  # the dates partition (shared with the dates task) and the examples
 
 
-def corpus_text(date_list: Sequence, rng: np.random.Generator, dates_per_text: int) -> str:
-  """dates_per_text dates drawn from date_list, each in a random style of the dates task or in
-  ISO form, joined by SEPARATOR."""
-  picks = rng.integers(len(date_list), size=dates_per_text)
-  styles = rng.integers(len(dates.STYLES) + 1, size=dates_per_text)  # the last one: ISO
-  return SEPARATOR.join(date_list[i].isoformat() if style == len(dates.STYLES)
-                        else dates.format_date(date_list[i], int(style))
-                        for i, style in zip(picks, styles))
+def corpus_text(date: datetime.date, rng: np.random.Generator, mentions: int) -> str:
+  """`mentions` renderings of date, each in a random style of the dates task or in ISO form,
+  joined by SEPARATOR."""
+  styles = rng.integers(len(dates.STYLES) + 1, size=mentions)  # the last one: ISO
+  return SEPARATOR.join(date.isoformat() if style == len(dates.STYLES)
+                        else dates.format_date(date, int(style)) for style in styles)
 
 
 class SpanCorruptionSplit(base.GeneratedSplit):
@@ -148,7 +150,8 @@ class SpanCorruptionSplit(base.GeneratedSplit):
   def example(self, index: int) -> tuple[str, str]:
     config = self._config
     rng = np.random.default_rng([config.seed, self._stream, index])
-    text = corpus_text(self._dates, rng, config.dates_per_text)
+    date = self._dates[rng.integers(len(self._dates))]
+    text = corpus_text(date, rng, config.mentions_per_text)
     units = list(text) if config.tokenizer == 'char' else text.split()
     mask = random_spans_noise_mask(len(units), config.noise_density,
                                    config.mean_noise_span_length, rng)
