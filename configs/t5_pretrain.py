@@ -34,6 +34,11 @@ def get_config(arg: str | None = None):
   config.model.update(num_encoder_layers=2, num_decoder_layers=2, embed_dim=128, num_heads=4,
                       head_dim=32, mlp_dim=256, dropout_rate=0.0, feed_forward='gated_gelu',
                       tie_embeddings=False, max_length=96)
+  # T5 leaves the logits unscaled for Adafactor, whose steps are relative to each parameter's
+  # scale; under Adam's absolute steps the query (initialised d^1/2 smaller to absorb the factor)
+  # then moves d^1/2 times faster in the logits. Measured on t5_dates (step 100, full data): 69.1%
+  # token accuracy unscaled, 81.4% scaled. So these configs scale, as dot_product does.
+  config.model.attention.scale_logits = True
   config.eval.num_decode_examples = 100
   config.eval.num_plot_examples = 0
   if arg == 'smoke':

@@ -10,7 +10,9 @@ shared blocks (layers/transformer.py) rather than a copy of them:
   buckets and logarithmic up to max_distance), computed once per stack and shared by its layers;
   bidirectional in the encoder, causal in the decoder; encoder-decoder attention has none;
 - logits q k^T without 1/sqrt(d) (AttentionConfig.scale_logits=False), the factor moved into the
-  query projection's initialisation as in Mesh TensorFlow;
+  query projection's initialisation as in Mesh TensorFlow. That is equivalent under T5's
+  Adafactor, whose steps are relative to each parameter's scale, not under Adam: the configs
+  (configs/t5_*.py) set scale_logits=True, and say why;
 - no biases in any dense layer; embeddings looked up unscaled (table std 1);
 - dropout (sec. 3.1.2, rate 0.1) after the embedding, on each sub-layer's output, on the
   feed-forward hidden layer and after each stack's final norm. T5's code also drops attention
