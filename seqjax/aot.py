@@ -26,10 +26,12 @@ import numpy as np
 from seqjax import config as config_lib
 from seqjax import data as data_lib
 from seqjax import errors
+from seqjax import models
 from seqjax import tasks
 from seqjax import train
 from seqjax.data import batching
 from seqjax.data import packing
+from seqjax.data import tokenizer as tokenizer_lib
 from seqjax.data import translation
 
 _LOG = logging.getLogger(__name__)
@@ -121,11 +123,22 @@ class VocabularyOfSize:
   """Stands in for the trained tokenizer: the configured vocabulary size, and every text encodes
   to no ids (end of sequence and padding follow), so batches get their shapes, not contents."""
 
-  def __init__(self, vocab_size: int):
+  def __init__(self, vocab_size: int, special_tokens: Sequence[str] = ()):
     self.vocab_size = vocab_size
+    self.special_tokens = tuple(special_tokens)
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
     return [[] for _ in texts]
+
+  def piece_id(self, piece: str) -> int:
+    """A task's special piece: the id a trained vocabulary gives it (right after unknown)."""
+    return tokenizer_lib.UNK_ID + 1 + self.special_tokens.index(piece)
+
+  def pieces(self, ids: Sequence[int]) -> list[str]:
+    """The special pieces at their ids; a placeholder for every other id."""
+    first = tokenizer_lib.UNK_ID + 1
+    return [self.special_tokens[i - first] if 0 <= i - first < len(self.special_tokens)
+            else f'<{i}>' for i in ids]
 
 
 def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> train.Experiment:
@@ -134,8 +147,10 @@ def build(config: ml_collections.ConfigDict, devices: Sequence[jax.Device]) -> t
   of that size may have."""
   cfg = config_lib.typed(config)
   stand_in = None
-  if tasks.get(data_lib.get(cfg.data_name).task).tokenized:
-    stand_in = VocabularyOfSize(cfg.data.vocab_size)
+  task = tasks.for_model(data_lib.get(cfg.data_name).task, cfg.model_name,
+                         models.reads_bert_inputs(cfg.model_name, cfg.model))
+  if task.tokenized:
+    stand_in = VocabularyOfSize(cfg.data.vocab_size, task.special_tokens)
   return train.build(cfg, workdir='', devices=devices, tokenizer=stand_in)
 
 

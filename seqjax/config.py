@@ -72,6 +72,18 @@ class EvalConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GenerateConfig:
+  """--mode=generate: how a language model continues its prompts (seqjax/decode.py)."""
+  temperature: float = 1.0  # logits / temperature before sampling; 0: greedy search
+  top_k: int = 0  # sample among the k most probable tokens (ties kept); 0: off
+  top_p: float = 1.0  # nucleus sampling (Holtzman et al. 2020): smallest set of mass >= p; 1: off
+  max_new_tokens: int = 64  # tokens after the prompt, end of sequence included
+  seed: int = 0  # the sampling key; prompt i draws with fold_in(key(seed), i)
+  beam_size: int = 1  # more: beam search (temperature, top_k and top_p are then unused)
+  length_penalty: float = 0.0  # beam search: alpha of the GNMT length penalty
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   """Every trainer-level key. `model` and `data` are (name, keyword arguments) pairs."""
   seed: int = 0
@@ -117,6 +129,7 @@ class Config:
   optimizer: OptimizerConfig = OptimizerConfig()
   mesh: MeshConfig = MeshConfig()
   eval: EvalConfig = EvalConfig()
+  generate: GenerateConfig = GenerateConfig()
   model_name: str = 'transformer'
   model: dict[str, Any] = dataclasses.field(default_factory=dict)
   data_name: str = 'dates'
@@ -227,6 +240,12 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.length_penalty': _NON_NEGATIVE,
     'eval.max_length_margin': _NON_NEGATIVE,
     'eval.num_average_checkpoints': _at_least(1),
+    'generate.temperature': _NON_NEGATIVE,
+    'generate.top_k': _NON_NEGATIVE,
+    'generate.top_p': ((lambda value: 0 < value <= 1), 'in (0, 1]'),
+    'generate.max_new_tokens': _at_least(1),
+    'generate.beam_size': _at_least(1),
+    'generate.length_penalty': _NON_NEGATIVE,
 }
 
 
@@ -254,7 +273,8 @@ def typed(config: ml_collections.ConfigDict) -> Config:
   data_config_cls = data_lib.get(data_name).config_class
   _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)},
               _switch_hint('data', data_name))
-  sections = {'optimizer': OptimizerConfig, 'mesh': MeshConfig, 'eval': EvalConfig}
+  sections = {'optimizer': OptimizerConfig, 'mesh': MeshConfig, 'eval': EvalConfig,
+              'generate': GenerateConfig}
   for key, cls in sections.items():
     _check_keys(key, raw[key], {f.name for f in dataclasses.fields(cls)})
     raw[key] = cls(**raw[key])

@@ -1,4 +1,5 @@
-"""Decoding for every encoder-decoder model: greedy search and beam search over a step function.
+"""Decoding: greedy search, sampling and beam search over a step function, for every
+encoder-decoder model and for the decoder-only language model.
 
 The protocol. A model class that can be decoded has three linen methods and a `max_length` field:
 
@@ -12,14 +13,18 @@ The protocol. A model class that can be decoded has three linen methods and a `m
       next token's logits;
   max_length: the longest output the model may be asked for.
 
-The searches are pure functions of a step function `step_fn(cache, ids [b]) -> (logits [b, v],
-cache)` and its initial cache, so they know nothing about the model; `greedy_decode`,
-`beam_search_decode` and `generate` build the step function from (model, params, inputs). Each
-example may produce at most its source length (non-padding ids, end of sequence included) plus a
-margin of tokens; every output array has the static length t = min(s + margin, model.max_length),
-with padding after the first end-of-sequence id and beyond an example's limit.
+A language model has no encoder: `init_cache(batch_size, length)` and `decode_step(cache, ids)`
+(see `lm_generate` at the end, which reads a prompt into the cache with `prefill` first).
 
-Shape legend: b batch, k beams, s source length, t output length, v vocab.
+The searches (`greedy`, `sample`, `beam_search`) are pure functions of a step function
+`step_fn(cache, ids [b]) -> (logits [b, v], cache)` and its initial cache, so they know nothing
+about the model; `greedy_decode`, `beam_search_decode`, `generate` and `lm_generate` build the
+step function from a model. Each encoder-decoder example may produce at most its source length
+(non-padding ids, end of sequence included) plus a margin of tokens; every output array has the
+static length t = min(s + margin, model.max_length), with padding after the first
+end-of-sequence id and beyond an example's limit.
+
+Shape legend: b batch, k beams, s source length, p prompt length, t output length, v vocab.
 """
 
 import functools
@@ -31,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import errors
+from seqjax import sampling
 from seqjax.data import tokenizer as tokenizer_lib
 
 Array = jax.Array
@@ -62,12 +68,15 @@ def _real_token_logits(logits: Array, num_real_tokens: Optional[int]) -> Array:
   return logits[:, :num_real_tokens].astype(jnp.float32)
 
 
-def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
-           num_real_tokens: Optional[int] = None) -> Array:
-  """The arg-max token at each position: ids [b, max_length] int32.
+def _token_by_token(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
+                    choose: Callable[[Array, Array], Array], num_real_tokens: Optional[int],
+                    start_ids: Optional[Array]) -> Array:
+  """The loop of greedy search and sampling: ids [b, max_length] int32, one token per step,
+  `choose(logits [b, v] float32, position [] int32) -> ids [b]` picking it.
 
-  limits [b] int32 caps each example's output length (at most max_length); positions after an
-  end-of-sequence id or past the limit are PAD_ID. Stops once every example has finished.
+  limits [b] int32 caps each example's output length (at most max_length; 0 gives no token);
+  positions after an end-of-sequence id or past the limit are PAD_ID. The first step reads
+  start_ids [b] (default the start token PAD_ID). Stops once every example has finished.
   """
   batch_size = limits.shape[0]
 
@@ -78,16 +87,59 @@ def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
   def step(carry):
     position, ids, finished, last_ids, cache = carry  # [], [b, t], [b], [b], cache
     logits, cache = step_fn(cache, last_ids)  # [b, v]
-    next_ids = jnp.argmax(_real_token_logits(logits, num_real_tokens), axis=-1)  # [b]
+    next_ids = choose(_real_token_logits(logits, num_real_tokens), position)  # [b]
     next_ids = jnp.where(finished, PAD_ID, next_ids.astype(jnp.int32))
     ids = ids.at[:, position].set(next_ids)
     finished = finished | (next_ids == EOS_ID) | (position + 1 >= limits)
     return position + 1, ids, finished, next_ids, cache
 
   ids = jnp.zeros((batch_size, max_length), jnp.int32)
-  start = jnp.full((batch_size,), PAD_ID, jnp.int32)
-  carry = (jnp.int32(0), ids, jnp.zeros((batch_size,), bool), start, cache)
+  if start_ids is None:
+    start_ids = jnp.full((batch_size,), PAD_ID, jnp.int32)
+  carry = (jnp.int32(0), ids, limits <= 0, start_ids.astype(jnp.int32), cache)
   return jax.lax.while_loop(not_done, step, carry)[1]
+
+
+def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
+           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None) -> Array:
+  """The arg-max token at each position: ids [b, max_length] int32.
+
+  limits [b] int32 caps each example's output length (at most max_length); positions after an
+  end-of-sequence id or past the limit are PAD_ID. Stops once every example has finished.
+  start_ids [b]: the first step's input (default the start token; a language model's prompt
+  ends in its own, see `prefill`).
+  """
+  return _token_by_token(step_fn, cache, limits, max_length,
+                         lambda logits, position: jnp.argmax(logits, axis=-1),
+                         num_real_tokens, start_ids)
+
+
+# Sampling: temperature, top-k and top-p are pure functions of logits in seqjax/sampling.py.
+
+
+def sample(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, rngs: Array, *,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None) -> Array:
+  """Ancestral sampling: ids [b, max_length] int32, each token drawn from the softmax of
+  `sampling.sampling_logits`: logits / temperature, top-k, then top-p filtered (temperature 0:
+  the arg-max, which is `greedy`).
+
+  rngs [b] are one key per example; the token at output position i of example r is drawn with
+  fold_in(rngs[r], i), so an example's text depends on its key alone, not on the batch it is
+  in. limits, max_length and start_ids as in `greedy`.
+  """
+  if temperature == 0:
+    return greedy(step_fn, cache, limits, max_length, num_real_tokens, start_ids)
+  if rngs.shape != limits.shape:
+    raise ValueError(f'sample takes one key per example; got keys {rngs.shape} for limits '
+                     f'{limits.shape}.')
+  draw = jax.vmap(jax.random.categorical)  # ([b] keys, [b, v] logits) -> [b]
+
+  def choose(logits: Array, position: Array) -> Array:
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rngs, position)  # [b]
+    return draw(keys, sampling.sampling_logits(logits, temperature=temperature, top_k=top_k,
+                                               top_p=top_p))
+  return _token_by_token(step_fn, cache, limits, max_length, choose, num_real_tokens, start_ids)
 
 
 def tile_beams(tree: Any, beam_size: int) -> Any:
@@ -183,7 +235,8 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
 
 def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *,
                 beam_size: int, alpha: float, num_real_tokens: Optional[int] = None,
-                early_stopping: bool = True) -> BeamSearchOutput:
+                early_stopping: bool = True,
+                start_ids: Optional[Array] = None) -> BeamSearchOutput:
   """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty.
 
   cache has leaves [b, ...]; it is tiled to [b * k, ...] (`tile_beams`), so step_fn is called on
@@ -191,7 +244,8 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
   example must be tiled the same way. limits [b] int32 caps each example's output length (at most
   max_length): a hypothesis is complete when it ends in EOS or reaches its limit. The search
   stops once no example's live hypotheses can beat its best finished one, unless
-  early_stopping is False (which gives the same result, later).
+  early_stopping is False (which gives the same result, later). start_ids [b]: the first step's
+  input, as in `greedy`.
   """
   batch_size = limits.shape[0]
   state = BeamState(
@@ -199,7 +253,9 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
       live_ids=jnp.zeros((batch_size, beam_size, max_length), jnp.int32),
       # One live start hypothesis: the k copies would otherwise give k identical extensions.
       live_log_probs=jnp.tile(jnp.array([0.0] + [-jnp.inf] * (beam_size - 1)), (batch_size, 1)),
-      last_ids=jnp.full((batch_size, beam_size), PAD_ID, jnp.int32),
+      last_ids=jnp.broadcast_to(
+          (jnp.full((batch_size,), PAD_ID) if start_ids is None else start_ids)[:, None],
+          (batch_size, beam_size)).astype(jnp.int32),
       finished_ids=jnp.zeros((batch_size, beam_size, max_length), jnp.int32),
       finished_scores=jnp.full((batch_size, beam_size), -jnp.inf),
       cache=tile_beams(cache, beam_size))
@@ -301,3 +357,70 @@ def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
   return beam_search_decode(model, params, inputs, beam_size=beam_size, alpha=length_penalty,
                             max_length_margin=max_length_margin,
                             num_real_tokens=num_real_tokens).ids
+
+
+# Language models (decoder-only). Their protocol: linen methods
+#   init_cache(batch_size: int, length: int) -> cache   (batch-leading leaves, position included)
+#   decode_step(cache, ids [b] int32) -> (logits [b, v] float32, cache)
+# and `max_length`. decode_step reads the previous token (the start token PAD_ID first) and gives
+# the next token's logits, those that __call__(targets) gives at that position.
+
+
+def prefill(step_fn: StepFn, cache: Cache, prompts: Array,
+            prompt_lengths: Array) -> tuple[Cache, Array]:
+  """Feeds each example's prompt through step_fn: (cache, start_ids [b]), after which
+  `step_fn(cache, start_ids)` gives the logits of the first token after the prompt.
+
+  prompts [b, p] int32 are left-aligned, row r's prompt its first prompt_lengths[r] ids. Row r
+  reads the start token, then its prompt but the last id (prompt_lengths[r] steps); that last id
+  (PAD_ID for an empty prompt) is its start_ids entry. Rows are stepped together for p steps,
+  each row's cache kept as it was once its prompt is read (a per-row select on every cache leaf,
+  so leaves must be batch-leading): one step per prompt position, through the same step function
+  as generation, rather than a separate forward pass over the prompt.
+  """
+  batch_size, prompt_width = prompts.shape
+  inputs = jnp.pad(prompts, ((0, 0), (1, 0)))[:, :prompt_width].astype(jnp.int32)  # [b, p]
+
+  def step(cache: Cache, column: tuple[Array, Array]) -> tuple[Cache, None]:
+    position, ids = column  # [], [b]
+    _, stepped = step_fn(cache, ids)
+    reading = position < prompt_lengths  # [b]
+    keep = lambda new, old: jnp.where(reading.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+    return jax.tree.map(keep, stepped, cache), None
+
+  cache, _ = jax.lax.scan(step, cache, (jnp.arange(prompt_width), inputs.T))
+  last = prompts[jnp.arange(batch_size), jnp.maximum(prompt_lengths - 1, 0)]  # [b]
+  return cache, jnp.where(prompt_lengths > 0, last, PAD_ID).astype(jnp.int32)
+
+
+def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
+                rngs: Optional[Array], *,
+                max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
+                top_p: float = 1.0, beam_size: int = 1, length_penalty: float = 0.0,
+                num_real_tokens: Optional[int] = None) -> Array:
+  """Continuations ids [b, max_new_tokens] of prompts [b, p] (left-aligned, lengths [b]) by a
+  language model (protocol above), PAD_ID after an end of sequence or the example's limit.
+
+  beam_size > 1: beam search (GNMT length penalty alpha = length_penalty; temperature, top_k and
+  top_p unused); else temperature 0: greedy search; else `sample` with rngs [b] (one key per
+  example; None for the two searches). The cache holds t = min(p + max_new_tokens,
+  model.max_length) positions, and row r gets at most min(max_new_tokens, t - prompt_lengths[r])
+  new tokens: a prompt may have up to model.max_length - 1 ids, the model reading the start token
+  first.
+  """
+  batch_size, prompt_width = prompts.shape
+  if prompt_width >= model.max_length:
+    raise ValueError(f'Prompts of width {prompt_width} leave no room under the model maximum '
+                     f'max_length={model.max_length}.')
+  length = min(prompt_width + max_new_tokens, model.max_length)  # t
+  variables = {'params': params}
+  step_fn = lambda cache, ids: model.apply(variables, cache, ids, method=model.decode_step)
+  cache = model.apply(variables, batch_size, length, method=model.init_cache)
+  cache, start_ids = prefill(step_fn, cache, prompts, prompt_lengths)
+  limits = jnp.minimum(max_new_tokens, length - prompt_lengths).astype(jnp.int32)  # [b]
+  if beam_size > 1:
+    return beam_search(step_fn, cache, limits, max_new_tokens, beam_size=beam_size,
+                       alpha=length_penalty, num_real_tokens=num_real_tokens,
+                       start_ids=start_ids).ids
+  return sample(step_fn, cache, limits, max_new_tokens, rngs, temperature=temperature,
+                top_k=top_k, top_p=top_p, num_real_tokens=num_real_tokens, start_ids=start_ids)

@@ -1,5 +1,6 @@
-"""The other two modes of a trained workdir: evaluate (the test split with averaged checkpoints,
-BLEU, translations written out) and translate (source lines through the latest checkpoint)."""
+"""The other modes of a trained workdir: evaluate (the test split with averaged checkpoints,
+BLEU, translations written out), translate (source lines through the latest checkpoint) and
+generate (a language model's continuations of prompt lines)."""
 
 import json
 import logging
@@ -9,12 +10,17 @@ from typing import Any, Iterable
 from etils import epath
 import jax
 import ml_collections
+import numpy as np
 
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
+from seqjax import data as data_lib
+from seqjax import decode
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
+from seqjax import models
 from seqjax import paths
+from seqjax import sharding
 from seqjax import train
 
 _LOG = logging.getLogger(__name__)
@@ -99,3 +105,72 @@ def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: st
   decode_fn = train.make_decode_fn(exp)
   lines = [line.rstrip('\n') for line in lines]
   return train.translate_pairs(exp, decode_fn, params, [(line, '') for line in lines])
+
+
+def make_generate_fn(exp: train.Experiment):
+  """Jitted (params, prompts [b, p], prompt_lengths [b], example_ids [b]) -> continuations
+  [b, generate.max_new_tokens] (decode.lm_generate with the config's `generate` settings).
+  Example i samples with fold_in(key(generate.seed), i): its text does not depend on the other
+  prompts or on how they are batched."""
+  settings = exp.cfg.generate
+  base_key = jax.random.key(settings.seed, impl=exp.cfg.rng_impl)
+
+  def generate_fn(params, prompts, prompt_lengths, example_ids):
+    rngs = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, example_ids)  # [b]
+    return decode.lm_generate(
+        exp.model, params, prompts, prompt_lengths, rngs,
+        max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+        top_k=settings.top_k, top_p=settings.top_p, beam_size=settings.beam_size,
+        length_penalty=settings.length_penalty, num_real_tokens=exp.tokenizer.vocab_size)
+  rows = exp.batch_sharding
+  return jax.jit(generate_fn, in_shardings=(exp.state_sharding.params, rows, rows, rows),
+                 out_shardings=sharding.replicated(exp.mesh))
+
+
+def _prompt_width(longest: int, max_length: int) -> int:
+  """The prompts array's width: the next power of two of the longest prompt, so that a few
+  widths are compiled, not one per length; below the model's maximum."""
+  return min(1 << max(longest - 1, 0).bit_length(), max_length - 1)
+
+
+def generate(config: ml_collections.ConfigDict | config_lib.Config, workdir: str,
+             lines: Iterable[str]) -> Iterable[str]:
+  """Continues each prompt line (an empty line: from nothing) with the latest checkpoint of the
+  language model in workdir, by the config's `generate` settings; one line of text per prompt,
+  in order, the prompt itself left out."""
+  cfg = config if isinstance(config, config_lib.Config) else config_lib.typed(config)
+  task = data_lib.get(cfg.data_name).task
+  if task != 'lm' or not hasattr(models.get(cfg.model_name), 'decode_step'):
+    raise errors.UserError(
+        f'--mode=generate needs a language model with a decoding cache (transformer_lm on an lm '
+        f'dataset); this config has model.name={cfg.model_name!r} on {cfg.data_name!r}, a {task} '
+        'dataset.')
+  exp = train.build(cfg, workdir)
+  max_length = exp.model.max_length
+  prompts = exp.tokenizer.encode([line.rstrip('\r\n') for line in lines])
+  if not prompts:
+    return []
+  for number, ids in enumerate(prompts, 1):
+    if len(ids) >= max_length:
+      raise errors.UserError(
+          f'Prompt {number} has {len(ids)} tokens; the model reads at most max_length - 1 = '
+          f'{max_length - 1} before its first new token (model.max_length={max_length}).')
+  params, _ = _latest_params(exp)
+  generate_fn = make_generate_fn(exp)
+  devices = exp.mesh.shape['data'] * exp.mesh.shape['fsdp']
+  batch_size = min(exp.cfg.eval.batch_size, -(-len(prompts) // devices) * devices)
+  continuations = []
+  for start in range(0, len(prompts), batch_size):
+    chunk = prompts[start:start + batch_size]
+    width = _prompt_width(max(map(len, chunk)), max_length)
+    batch = {'prompts': np.zeros((batch_size, width), np.int32),
+             'lengths': np.zeros(batch_size, np.int32),
+             'example_ids': np.arange(start, start + batch_size, dtype=np.int32)}
+    for row, ids in enumerate(chunk):
+      batch['prompts'][row, :len(ids)] = ids
+      batch['lengths'][row] = len(ids)
+    batch = train.to_global(exp, batch, True)
+    ids = np.asarray(generate_fn(params, batch['prompts'], batch['lengths'],
+                                 batch['example_ids']))
+    continuations.extend(exp.tokenizer.decode(row).replace('\n', ' ') for row in ids[:len(chunk)])
+  return continuations

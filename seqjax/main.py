@@ -31,13 +31,16 @@ _LOG = logging.getLogger('seqjax')
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, configs/NAME.py[:ARG].', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and plots.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'translate', 'compile'],
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'evaluate', 'translate', 'generate',
+                                           'compile'],
                           'train (resuming from workdir), evaluate or translate with the latest '
-                          'checkpoint, or compile for --topology and report memory and FLOPs.')
+                          'checkpoint, generate (continue prompts with a language model), or '
+                          'compile for --topology and report memory and FLOPs.')
 _TOPOLOGY = flags.DEFINE_string('topology', None,
                                 "compile: a TPU slice as JAX names it, e.g. 'v5e:4x4' "
                                 '(seqjax/aot.py lists the known ones).')
-_INPUT = flags.DEFINE_string('input', '-', 'translate: source lines file, - for stdin.')
+_INPUT = flags.DEFINE_string('input', '-', 'translate: source lines file, generate: prompt lines '
+                             'file (an empty line: start from nothing); - for stdin.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for multi-host runs off TPU VMs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes in a multi-host run.')
@@ -180,7 +183,8 @@ def main(argv: list[str]) -> None:
         raise errors.UserError(f'--input={_INPUT.value}: no such file.')
       source = (sys.stdin if _INPUT.value == '-'
                 else epath.Path(_INPUT.value).open(encoding='utf-8'))  # a file or a gs:// URL
-      for line in inference.translate(config, workdir, source):
+      run = inference.generate if _MODE.value == 'generate' else inference.translate
+      for line in run(config, workdir, source):
         print(line)
   except preemption.Preempted as stop:
     print(f'seqjax: {stop}', file=sys.stderr, flush=True)

@@ -9,6 +9,10 @@ every kind. Batches (dicts of arrays, b batch, s source length, t target length,
                   label int [b]                             ('image_classification': the same
                                                             on float images [b, H, W, C])
   regression      inputs float [b, s, f], target float [b]  model(inputs) -> [b]
+  mlm             inputs int [b, s], segments int [b, s]    model(inputs, segments) -> [b, s, v]
+                  ([CLS] a [SEP] b [SEP], masked by the train step: seqjax/masked_lm.py)
+  bert_classification  classification read as BERT reads it: inputs [CLS] text [SEP] and
+                  segments (zeros), for a model of BERT inputs (models.reads_bert_inputs)
 
 Packed seq2seq batches (seqjax/data/packing.py) add inputs_segmentation, inputs_position [b, s]
 and targets_segmentation, targets_position [b, t], passed to the model as keyword arguments.
@@ -23,7 +27,9 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from seqjax import errors
 from seqjax import losses
+from seqjax import masked_lm
 from seqjax.data import span_corruption
 from seqjax.layers import embed
 
@@ -38,6 +44,8 @@ class LossSettings:
   # Token tasks: the ids that exist (the tokenizer's size); the model's vocabulary is padded past
   # them and the padding ids take no part in the loss or the predictions. None: every id.
   num_real_classes: Optional[int] = None
+  # mlm: the ids of the masking rule (seqjax/masked_lm.py), from the tokenizer.
+  token_ids: Optional[masked_lm.TokenIds] = None
   # Token tasks whose model returned embed.Projection (Task.apply with project=False): target
   # positions per chunk of the logits (losses.chunked_cross_entropy).
   chunk_size: int = 0
@@ -58,6 +66,16 @@ def _token_task(outputs: Array | embed.Projection, batch, settings: LossSettings
                                                 settings.num_real_classes)
     correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
   return {'loss': (loss_sum, weight_sum), 'token_accuracy': (correct, weight_sum)}
+
+
+def _masked_lm(outputs: Array, batch, settings: LossSettings) -> Sums:
+  """mlm: outputs are logits [b, s, v] for the original ids batch['targets'] [b, s]; only the
+  positions the masking rule chose count (batch['chosen'] [b, s], seqjax/masked_lm.py)."""
+  targets, weights = batch['targets'], batch['chosen']
+  loss_sum, weight_sum = losses.cross_entropy(outputs, targets, weights, settings.label_smoothing,
+                                              settings.num_real_classes)
+  correct = losses.correct_predictions(outputs, targets, weights, settings.num_real_classes)
+  return {'loss': (loss_sum, weight_sum), 'masked_token_accuracy': (correct, weight_sum)}
 
 
 def _classification(outputs: Array, batch, settings: LossSettings) -> Sums:
@@ -101,6 +119,9 @@ class Task:
   # Pieces the task needs in the vocabulary as whole tokens ('[MASK]', T5's '<extra_id_0>', ...):
   # the tokenizer is trained with them (seqjax/data/tokenizer.py), their ids from piece_id.
   special_tokens: tuple[str, ...] = ()
+  # `prepare(batch, rng, LossSettings) -> batch`, run in the step before the model (mlm: the
+  # masking rule); rng is the step's (training) or a fixed key (evaluation).
+  prepare: Optional[Callable[[dict[str, Array], Array, LossSettings], dict[str, Array]]] = None
 
   def apply(self, model, variables, batch, *, deterministic: bool, rngs=None,
             project: bool = True) -> Array | embed.Projection:
@@ -126,7 +147,15 @@ TASKS: dict[str, Task] = {
     'image_classification': Task('classification', ('inputs',), _classification,
                                  tokenized=False),
     'regression': Task('regression', ('inputs',), _regression, tokenized=False),
+    # BERT (Devlin et al. 2019): masked-LM pretraining, and classification of [CLS] text [SEP].
+    'mlm': Task('mlm', ('inputs', 'segments'), _masked_lm, special_tokens=masked_lm.BERT_TOKENS,
+                prepare=lambda batch, rng, settings: masked_lm.mask_batch(
+                    batch, rng, settings.token_ids)),
+    'bert_classification': Task('bert_classification', ('inputs', 'segments'), _classification,
+                                special_tokens=masked_lm.BERT_TOKENS),
 }
+CLASSIFICATIONS = ('classification', 'bert_classification')  # the kinds whose models have classes
+MASKED_LM_MODEL = 'bert_mlm'  # the model that the 'mlm' task trains (seqjax/models)
 
 
 def get(name: str) -> Task:
@@ -134,6 +163,23 @@ def get(name: str) -> Task:
     return TASKS[name]
   except KeyError:
     raise ValueError(f'Unknown task {name!r}; known: {", ".join(sorted(TASKS))}.') from None
+
+
+def for_model(dataset_task: str, model_name: str, bert_inputs: bool) -> Task:
+  """The task of a dataset of kind `dataset_task` trained with `model_name`: masked-LM datasets
+  go with the masked-LM model alone, and a classification dataset read by a model of BERT inputs
+  (models.reads_bert_inputs) is 'bert_classification'."""
+  if (dataset_task == 'mlm') != (model_name == MASKED_LM_MODEL):
+    raise errors.UserError(
+        f'Masked-LM pretraining is model.name={MASKED_LM_MODEL!r} on a masked-LM dataset '
+        f'(data.name=\'reviews_pairs\'); got model.name={model_name!r} on a {dataset_task} '
+        'dataset.')
+  if bert_inputs and dataset_task not in ('mlm', 'classification'):
+    raise errors.UserError(
+        f'A model of BERT inputs ({model_name!r}, input_format=\'bert\') reads classification '
+        f'datasets; this dataset is of kind {dataset_task!r}.')
+  return get('bert_classification' if bert_inputs and dataset_task == 'classification'
+             else dataset_task)
 
 
 def mean_loss(sums: Sums) -> Array:

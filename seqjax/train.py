@@ -31,6 +31,7 @@ from seqjax import decode
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
 from seqjax import final_plots
+from seqjax import masked_lm
 from seqjax import metric_writer
 from seqjax import models
 from seqjax import optim
@@ -133,12 +134,15 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
       raise errors.UserError(
           f'{name}={size} does not divide over the {batch_devices} devices of mesh '
           f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
-  task = tasks.get(data_lib.get(cfg.data_name).task)
+  task = tasks.for_model(data_lib.get(cfg.data_name).task, cfg.model_name,
+                         models.reads_bert_inputs(cfg.model_name, cfg.model))
   reads_data = tokenizer is None
   if reads_data:
     tokenizer = _build_tokenizer(cfg, workdir, task,
                                  _load_split(cfg.data_name, cfg.data, 'train'))
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
+  if task.prepare is not None:  # a vocabulary without BERT's pieces fails here, not in the step
+    masked_lm.TokenIds.of(tokenizer)
   if reads_data and tokenizer is not None:  # every over-long text, now, not at the first eval
     filtered = isinstance(cfg.data, translation.TranslationConfig)  # training drops them
     for split in ('eval', 'test') if filtered else ('train', 'eval', 'test'):
@@ -195,7 +199,8 @@ def _build_model(cfg: config_lib.Config, task: tasks.Task,
     if tokenizer is not None:
       runtime['vocab_size'] = -(-tokenizer.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
   if 'num_classes' in fields:
-    runtime['num_classes'] = cfg.data.num_classes if task.name == 'classification' else 1
+    runtime['num_classes'] = (cfg.data.num_classes if task.name in tasks.CLASSIFICATIONS
+                              else 1)
   return cls(**runtime, **cfg.model)
 
 
@@ -216,15 +221,27 @@ def create_state(exp: Experiment) -> TrainState:
 
 def _loss_and_metrics(exp: Experiment, params, batch, rng: Optional[jax.Array]):
   """The task's mean loss (label-smoothed when training) and its metric sums, over the global
-  batch; dropout is on when an rng is given. The vocabulary's padding ids take no part."""
+  batch; dropout is on when an rng is given. The vocabulary's padding ids take no part.
+
+  A task that prepares its batch in the step (mlm: the masking rule) draws from a split of the
+  step's rng when training, so a resumed run draws the same, and from one fixed key in
+  evaluation, so every evaluation scores the same positions."""
   training = rng is not None
   chunk_size = exp.cfg.loss_chunk_size  # > 0 for models.CHUNKED_LOSS_MODELS only (config.py)
-  outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
-                           rngs={'dropout': rng} if training else None, project=not chunk_size)
   settings = tasks.LossSettings(
       label_smoothing=exp.cfg.label_smoothing if training else 0.0,
       num_real_classes=exp.tokenizer.vocab_size if exp.tokenizer else None,
-      chunk_size=chunk_size)
+      chunk_size=chunk_size,
+      token_ids=masked_lm.TokenIds.of(exp.tokenizer) if exp.task.prepare else None)
+  if exp.task.prepare is not None:
+    if training:
+      prepare_rng, rng = jax.random.split(rng)
+    else:
+      seed_key = jax.random.key(exp.cfg.seed, impl=exp.cfg.rng_impl)
+      prepare_rng = jax.random.fold_in(seed_key, 2)  # 1 is dropout's stream (make_train_step)
+    batch = exp.task.prepare(batch, prepare_rng, settings)
+  outputs = exp.task.apply(exp.model, {'params': params}, batch, deterministic=not training,
+                           rngs={'dropout': rng} if training else None, project=not chunk_size)
   sums = exp.task.sums(outputs, batch, settings)
   return tasks.mean_loss(sums), sums
 

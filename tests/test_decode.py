@@ -15,6 +15,7 @@ from seqjax import train
 from seqjax.data import batching
 from seqjax.models import transformer
 from configs import default
+from tests import table_model
 
 PAD, EOS = decode.PAD_ID, decode.EOS_ID
 WORDS = (2, 3)  # the table model's vocabulary: PAD (never emitted), EOS and two words
@@ -22,25 +23,6 @@ VOCAB = 4
 TINY = dict(num_encoder_layers=2, num_decoder_layers=2, embed_dim=32, num_heads=4, mlp_dim=64,
             dropout_rate=0.0, max_length=64)
 NUM_REAL_TOKENS = 100  # of the Transformer's 128: ids 100..127 must never be chosen
-
-
-# A hand-built model: fixed next-token log-probabilities [example, position, token before the
-# previous one, previous token, next token]. The token before the previous one lives in the cache,
-# so beam search must reorder the cache with its beams.
-
-def _table_step_fn(log_probs: np.ndarray):
-  table = jnp.asarray(log_probs, jnp.float32)  # [n, t, v, v, v]
-
-  def step_fn(cache, ids):
-    logits = table[cache['example'], cache['position'], cache['previous'], ids]  # [b, v]
-    return logits, {'example': cache['example'], 'position': cache['position'] + 1,
-                    'previous': ids}
-  return step_fn
-
-
-def _table_cache(num_examples: int):
-  zeros = jnp.zeros(num_examples, jnp.int32)
-  return {'example': jnp.arange(num_examples), 'position': zeros, 'previous': zeros}
 
 
 def _random_tables(rng, num_examples, max_length, eos_weight=1.0):
@@ -108,14 +90,15 @@ def _padded(seq, max_length):
 
 
 def _beam(log_probs, limits, max_length, **kwargs):
-  fn = jax.jit(functools.partial(decode.beam_search, _table_step_fn(log_probs),
+  fn = jax.jit(functools.partial(decode.beam_search, table_model.table_step_fn(log_probs),
                                  max_length=max_length, num_real_tokens=VOCAB, **kwargs))
-  return jax.device_get(fn(_table_cache(len(log_probs)), jnp.asarray(limits, jnp.int32)))
+  return jax.device_get(fn(table_model.table_cache(len(log_probs)), jnp.asarray(limits, jnp.int32)))
 
 
 def _greedy(log_probs, limits, max_length):
-  fn = jax.jit(functools.partial(decode.greedy, _table_step_fn(log_probs), max_length=max_length))
-  return np.asarray(fn(_table_cache(len(log_probs)), jnp.asarray(limits, jnp.int32)))
+  fn = jax.jit(functools.partial(decode.greedy, table_model.table_step_fn(log_probs),
+                                 max_length=max_length))
+  return np.asarray(fn(table_model.table_cache(len(log_probs)), jnp.asarray(limits, jnp.int32)))
 
 
 def test_beam_search_finds_the_exhaustive_best_that_greedy_misses():

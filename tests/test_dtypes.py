@@ -22,6 +22,8 @@ TINY = {
                            max_length=16),
     'transformer_classifier': dict(vocab_size=VOCAB, num_classes=CLASSES, num_layers=1,
                                    embed_dim=16, num_heads=2, mlp_dim=32, max_length=16),
+    'bert_mlm': dict(vocab_size=VOCAB, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
+                     max_length=16),
     'rnn_lm': dict(vocab_size=VOCAB, embed_dim=8, hidden_dim=16, num_layers=1),
     'rnn_classifier': dict(vocab_size=VOCAB, num_classes=CLASSES, embed_dim=8, hidden_dim=16),
     'seq2seq': dict(vocab_size=VOCAB, embed_dim=8, hidden_dim=16, attention_dim=16),
@@ -30,9 +32,9 @@ TINY = {
     'vit': dict(num_classes=CLASSES, patch_size=4, num_layers=1, embed_dim=16, num_heads=2,
                 mlp_dim=32),
 }
-TASK = {'transformer': 'seq2seq', 'seq2seq': 'seq2seq', 't5': 'seq2seq', 'transformer_lm': 'lm', 'rnn_lm': 'lm',
-        'transformer_classifier': 'classification', 'rnn_classifier': 'classification',
-        'vit': 'image_classification'}
+TASK = {'transformer': 'seq2seq', 'seq2seq': 'seq2seq', 't5': 'seq2seq', 'transformer_lm': 'lm',
+        'rnn_lm': 'lm', 'transformer_classifier': 'classification', 'rnn_classifier': 'classification',
+        'vit': 'image_classification', 'bert_mlm': 'mlm'}
 
 
 def _batch(task: str, rng) -> dict[str, jnp.ndarray]:
@@ -41,6 +43,10 @@ def _batch(task: str, rng) -> dict[str, jnp.ndarray]:
     return {'inputs': ids(6), 'targets': ids(5)}
   if task == 'lm':
     return {'targets': ids(7)}
+  if task == 'mlm':  # as the train step's masking rule leaves it (seqjax/masked_lm.py)
+    segments = jnp.broadcast_to(jnp.arange(7) >= 4, (2, 7)).astype(jnp.int32)
+    return {'inputs': ids(7), 'segments': segments, 'targets': ids(7),
+            'chosen': jnp.asarray(rng.random((2, 7)) < 0.5, jnp.float32)}
   inputs = ids(6) if task == 'classification' else jnp.asarray(rng.normal(size=(2, 8, 8, 3)))
   return {'inputs': inputs, 'label': jnp.asarray([0, 2], jnp.int32),
           'weights': jnp.ones(2, jnp.float32)}

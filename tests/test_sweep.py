@@ -203,6 +203,7 @@ def test_tpu_dry_run_prints_gcloud_commands_for_every_point(tmp_path, capsys, on
     trainer = remote[remote.index('python'):remote.index('>')]
     assert trainer == ['python', '-m', 'seqjax.main', '--config=configs/default.py',
                        f'--workdir=sweeps/attention_variants/{point}',
+                       '--config.num_train_steps=400',
                        f'--config.model.attention.name={name}', f'--config.seed={seed}']
     fetch = [argv for argv in by_verb['tpu-vm', 'scp'] if f'{vm}:seqjax/logs/{point}.log' in argv]
     assert len(fetch) == 1 and '--worker=0' in fetch[0]

@@ -21,6 +21,8 @@ DATASETS: dict[str, base.Dataset] = {
                                'lm'),
     'reviews_sentiment': base.Dataset(synthetic_text.SyntheticTextConfig,
                                       synthetic_text.load_sentiment, 'classification'),
+    'reviews_pairs': base.Dataset(synthetic_text.ReviewPairsConfig, synthetic_text.load_pairs,
+                                  'mlm'),
     'shapes': base.Dataset(images.ShapesConfig, images.load_shapes, 'image_classification'),
     # T5's span corruption over texts of dates (pretraining; data/span_corruption.py).
     'dates_span_corruption': base.Dataset(span_corruption.SpanCorruptionConfig,

@@ -11,6 +11,7 @@ import grain
 import numpy as np
 
 from seqjax import errors
+from seqjax import masked_lm
 from seqjax.data import base
 from seqjax.data import tokenizer as tokenizer_lib
 
@@ -69,6 +70,50 @@ class LabelledTextEncoder(PairEncoder):
             for row, label in zip(rows, labels)]
 
 
+def encode_bert(tokenizer: tokenizer_lib.Tokenizer, records: Sequence[Sequence[str]],
+                max_length: int, length_key: str) -> list[tuple[np.ndarray, np.ndarray]]:
+  """Each record's one or two texts as BERT reads them (Devlin et al. 2019, sec. 3 and fig. 2):
+  `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]`, as (ids, segment ids) int32 [max_length] each, the
+  segment 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`, zero padding. A pair that does not fit raises,
+  naming the config key (`data.<length_key>`) that bounds it."""
+  cls_id, sep_id = tokenizer.piece_id(masked_lm.CLS), tokenizer.piece_id(masked_lm.SEP)
+  encoded = [tokenizer.encode(texts) for texts in zip(*records)]  # per sentence: ids per record
+  rows = []
+  for index, sentences in enumerate(zip(*encoded)):
+    ids, segments = [cls_id], [0]
+    for segment, sentence in enumerate(sentences):
+      ids += sentence + [sep_id]
+      segments += [segment] * (len(sentence) + 1)
+    if len(ids) > max_length:
+      raise errors.UserError(
+          f'A text of {len(ids)} tokens ([CLS] and [SEP] included) is over the maximum '
+          f'{max_length} (data.{length_key}): {" | ".join(records[index])[:80]!r}')
+    row = np.zeros((2, max_length), np.int32)
+    row[:, :len(ids)] = ids, segments
+    rows.append((row[0], row[1]))
+  return rows
+
+
+class BertPairEncoder(PairEncoder):
+  """mlm: (text a, text b) -> {'inputs' [s], 'segments' [s]} int32, unmasked (the train step
+  masks them, seqjax/masked_lm.py)."""
+
+  def encode_batch(self, pairs: base.Pairs) -> list[dict[str, np.ndarray]]:
+    rows = encode_bert(self.tokenizer, pairs, self.max_source_length, 'max_source_length')
+    return [{'inputs': ids, 'segments': segments} for ids, segments in rows]
+
+
+class BertLabelledTextEncoder(PairEncoder):
+  """bert_classification: (text, label) -> {'inputs' [s] ([CLS] text [SEP]), 'segments' [s]
+  (zeros), 'label' [], 'weights' []}."""
+
+  def encode_batch(self, records) -> list[dict[str, np.ndarray]]:
+    rows = encode_bert(self.tokenizer, [(text,) for text, _ in records], self.max_source_length,
+                       'max_source_length')
+    return [{'inputs': ids, 'segments': segments, 'label': np.int32(label),
+             'weights': np.float32(1.0)} for (ids, segments), (_, label) in zip(rows, records)]
+
+
 class ArrayEncoder:
   """regression: records that are already arrays; adds the row weight."""
 
@@ -83,47 +128,58 @@ def make_encoder(task: str, tokenizer: tokenizer_lib.Tokenizer | None, config: b
   """The record -> arrays function of a task kind (see seqjax/tasks.py for the batch layouts)."""
   if tokenizer is None:  # regression, image classification: the records are arrays already
     return ArrayEncoder()
-  cls = {'seq2seq': PairEncoder, 'lm': TextEncoder, 'classification': LabelledTextEncoder}[task]
+  cls = {'seq2seq': PairEncoder, 'lm': TextEncoder, 'classification': LabelledTextEncoder,
+         'mlm': BertPairEncoder, 'bert_classification': BertLabelledTextEncoder}[task]
   return cls(tokenizer, config.max_source_length, config.max_target_length)
 
 
 def empty_record(task: str):
   """A text record of the task kind whose texts are empty: it encodes to end-of-sequence and
   padding, within any maximum length, so it gives the batch shapes without reading the data."""
-  return {'seq2seq': ('', ''), 'lm': '', 'classification': ('', 0)}[task]
+  return {'seq2seq': ('', ''), 'lm': '', 'classification': ('', 0), 'mlm': ('', ''),
+          'bert_classification': ('', 0)}[task]
 
 
-# Per task kind: (text field of a record, or None for a record that is the text; length key).
-_LENGTH_FIELDS = {'seq2seq': ((0, 'max_source_length'), (1, 'max_target_length')),
-                  'lm': ((None, 'max_target_length'),),
-                  'classification': ((0, 'max_source_length'),)}
+# Per task kind: (text fields of a record, or None for a record that is the text; length key;
+# tokens added: end of sequence, or BERT's [CLS] and one [SEP] per text).
+_LENGTH_FIELDS = {'seq2seq': (((0,), 'max_source_length', 1), ((1,), 'max_target_length', 1)),
+                  'lm': ((None, 'max_target_length', 1),),
+                  'classification': (((0,), 'max_source_length', 1),),
+                  'mlm': (((0, 1), 'max_source_length', 3),),
+                  'bert_classification': (((0,), 'max_source_length', 2),)}
 
 
 def check_lengths(task: str, tokenizer: tokenizer_lib.Tokenizer, config: base.TextConfig,
                   records: Sequence, where: str) -> None:
-  """Raises UserError for the first record with a text over its maximum length (end of sequence
-  included), naming `where` (a file, or a split) with the line, the key and the text.
+  """Raises UserError for the first record with a text over its maximum length (end of sequence,
+  or BERT's [CLS] and [SEP], included), naming `where` (a file, or a split) with the line, the key
+  and the text (a BERT pair: its texts joined).
 
   Records from a file (`records.path`, see data/parallel_text.py) are named by file and line;
   others by their number in the split.
   """
   path = getattr(records, 'path', None)
-  for field, key in _LENGTH_FIELDS[task]:
+  for fields, key, added in _LENGTH_FIELDS[task]:
     limit = getattr(config, key)
-    texts = [record if field is None else record[field] for record in records]
-    for index, ids in enumerate(tokenizer.encode(texts)):
-      if len(ids) + 1 > limit:
-        place = f'{path}:{index + 1}' if path else f'{where}, example {index + 1}'
-        raise errors.UserError(
-            f'{place}: a text of {len(ids) + 1} tokens (end of sequence included) is over '
-            f'data.{key}={limit}: {texts[index][:60]!r}. Raise data.{key} (and model.max_length '
-            'if needed) or remove the line.')
+    texts = [record if fields is None else ' | '.join(record[f] for f in fields)
+             for record in records]
+    lengths = np.zeros(len(records), np.int64)
+    for field in fields or (None,):
+      field_texts = texts if field is None else [record[field] for record in records]
+      lengths += [len(ids) for ids in tokenizer.encode(field_texts)]
+    for index in np.flatnonzero(lengths + added > limit)[:1]:
+      place = f'{path}:{index + 1}' if path else f'{where}, example {index + 1}'
+      what = 'end of sequence' if added == 1 else '[CLS] and [SEP]'
+      raise errors.UserError(
+          f'{place}: a text of {lengths[index] + added} tokens ({what} included) is over '
+          f'data.{key}={limit}: {texts[index][:60]!r}. Raise data.{key} (and model.max_length '
+          'if needed) or remove the line.')
 
 
 def tokenizer_texts(task: str, records: Sequence) -> Iterator[str]:
   """The texts a tokenizer is trained on: every text field of the records."""
   for record in records:
-    if task == 'seq2seq':
+    if task in ('seq2seq', 'mlm'):
       yield from record
     elif task == 'lm':
       yield record

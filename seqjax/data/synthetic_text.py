@@ -4,7 +4,8 @@ Both come from one tiny grammar of English-like reviews ("the actor was not very
 "a long film , but the music felt wonderful ."), so the corpus has structure for a language model
 to learn, and the sentiment labels need context: a negation flips the polarity of the adjective it
 precedes, and with two clauses joined by 'but' the second one decides. Used where no download is
-possible (the `:smoke` configs, the decoder-only LM's default corpus).
+possible (the `:smoke` configs, the decoder-only LM's default corpus, BERT's pretraining corpus
+of review pairs).
 """
 
 import dataclasses
@@ -78,3 +79,24 @@ def load_corpus(config: SyntheticTextConfig, split: str) -> list[str]:
 def load_sentiment(config: SyntheticTextConfig, split: str) -> list[tuple[str, int]]:
   """Classification records: (review, label)."""
   return make_reviews(split, _split_size(config, split), config.seed)
+
+
+def make_review_pairs(split: str, num_pairs: int, seed: int) -> list[tuple[str, str]]:
+  """Unlabelled (review, review) pairs, from a random stream of their own: not the reviews of
+  the sentiment task's splits, whatever the sizes."""
+  if split not in SPLITS:
+    raise ValueError(f'Unknown split {split!r}; known: {", ".join(SPLITS)}.')
+  rng = np.random.default_rng([seed, SPLITS.index(split), 1])
+  return [(review(rng)[0], review(rng)[0]) for _ in range(num_pairs)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReviewPairsConfig(SyntheticTextConfig):
+  """The `data` section for `data.name = 'reviews_pairs'` (masked-LM pretraining)."""
+  # [CLS] a [SEP] b [SEP]: two reviews of up to 15 words each.
+  max_source_length: int = 48
+
+
+def load_pairs(config: ReviewPairsConfig, split: str) -> list[tuple[str, str]]:
+  """Masked-LM records: two consecutive reviews of the stream, read as sentences A and B."""
+  return make_review_pairs(split, _split_size(config, split), config.seed)

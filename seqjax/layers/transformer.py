@@ -6,7 +6,8 @@ e model dim, f feed-forward dim. Parameters carry logical axis names ('embed', '
 
 Decoding one position at a time (`DecoderBlock.decode_step`) reads and writes an explicit
 `DecoderLayerCache`: the keys/values of the outputs so far, and those of the encoder output, which
-`DecoderBlock.init_cache` projects once per source.
+`DecoderBlock.init_cache` projects once per source. A decoder-only model's causal `EncoderBlock`
+decodes the same way against a `SelfAttentionCache` (`MultiHeadAttention.attend_cached`).
 """
 
 import dataclasses
@@ -37,6 +38,13 @@ class DecoderLayerCache:
   self_value: Array  # dtype [b, t, k, d], their values
   cross_key: Array  # dtype [b, s, k, d], the encoder output's keys, projected once
   cross_value: Array  # dtype [b, s, k, d], its values
+
+
+@flax.struct.dataclass
+class SelfAttentionCache:
+  """What one block of a decoder-only model keeps between decoding steps (t: the cache length)."""
+  key: Array  # dtype [b, t, k, d], keys of the positions so far; zeros at later positions
+  value: Array  # dtype [b, t, k, d], their values
 
 
 def _flat_xavier(rng: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
@@ -165,6 +173,22 @@ class MultiHeadAttention(nn.Module):
                                   causal=causal, key_lengths=key_lengths,
                                   position_bias=position_bias)
 
+  def attend_cached(self, inputs_q: Array, key_cache: Array, value_cache: Array,
+                    position: Array, mask: Array, position_bias: Optional[Array] = None
+                    ) -> tuple[Array, Array, Array]:
+    """Self-attention of one new position per row, decoding: inputs_q [b, 1, e] at each row's
+    position [b] has its key and value written into key_cache, value_cache [b, t, k, d] there,
+    then attends over the cache with mask [b, 1, 1, t] (the positions written so far, 0..position)
+    -> ([b, 1, e], key_cache, value_cache). The attention function sees the query at `position`
+    and the keys at 0..t-1, as the full pass would; position_bias [b, h, 1, t] likewise."""
+    key, value = self.project_kv(inputs_q)  # [b, 1, k, d] each
+    key_cache = write_at(key_cache, key, position)  # [b, t, k, d]
+    value_cache = write_at(value_cache, value, position)  # [b, t, k, d]
+    attended = self.attend(inputs_q, key_cache, value_cache, mask,
+                           query_positions=position[:, None], key_lengths=position + 1,
+                           position_bias=position_bias)  # [b, 1, e]
+    return attended, key_cache, value_cache
+
   def _attend_projected(self, query: Array, key: Array, value: Array, mask: Optional[Array], *,
                         query_positions: Optional[Array], key_positions: Optional[Array],
                         causal: bool, key_lengths: Optional[Array],
@@ -284,7 +308,11 @@ class Residual(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-  """Self-attention then feed-forward, each in a Residual."""
+  """Self-attention then feed-forward, each in a Residual.
+
+  With `causal` (a decoder-only language model) `init_cache` and `decode_step` also run one
+  position per call against a `SelfAttentionCache`, with the same parameters.
+  """
   num_heads: int
   embed_dim: int
   mlp_dim: int
@@ -301,7 +329,14 @@ class EncoderBlock(nn.Module):
   norm: str = 'layer'  # layer | rms
   feed_forward_dropout: bool = False
 
-  @nn.compact
+  def setup(self):
+    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm)
+    self.self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
+                                             self.dtype, self.head_dim, self.use_bias)
+    self.attention_residual = residual()
+    self.feed_forward = feed_forward_layer(self)
+    self.feed_forward_residual = residual()
+
   def __call__(self, x: Array, mask: Array, deterministic: bool,
                positions: Optional[Array] = None, key_lengths: Optional[Array] = None,
                position_bias: Optional[Array] = None) -> Array:
@@ -311,23 +346,38 @@ class EncoderBlock(nn.Module):
     key_lengths [b]: the mask as lengths, when it is only trailing padding (MultiHeadAttention).
     position_bias [b or 1, h, s, s]: the stack's relative position bias ('relative_bias').
     """
-    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm)
-    self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
-                                        self.dtype, self.head_dim, self.use_bias,
-                                        name='self_attention')
-    x = residual(name='attention_residual')(
-        x, lambda y: self_attention(y, y, mask, causal=self.causal, positions=positions,
-                                    key_lengths=key_lengths, position_bias=position_bias),
+    x = self.attention_residual(
+        x, lambda y: self.self_attention(y, y, mask, causal=self.causal, positions=positions,
+                                         key_lengths=key_lengths, position_bias=position_bias),
         deterministic)
-    feed_forward = feed_forward_layer(self, name='feed_forward')
-    return residual(name='feed_forward_residual')(
-        x, lambda y: feed_forward(y, deterministic), deterministic)
+    return self.feed_forward_residual(x, lambda y: self.feed_forward(y, deterministic),
+                                      deterministic)
+
+  def init_cache(self, batch_size: int, length: int) -> SelfAttentionCache:
+    """An empty cache of `length` positions."""
+    head_dim = self.head_dim or self.embed_dim // self.num_heads
+    num_kv_heads = self.attention.num_kv_heads or self.num_heads
+    shape = (batch_size, length, num_kv_heads, head_dim)  # [b, t, k, d]
+    return SelfAttentionCache(key=jnp.zeros(shape, self.dtype), value=jnp.zeros(shape, self.dtype))
+
+  def decode_step(self, x: Array, cache: SelfAttentionCache, position: Array, mask: Array,
+                  position_bias: Optional[Array] = None) -> tuple[Array, SelfAttentionCache]:
+    """x [b, 1, e] at each row's position [b] -> ([b, 1, e], cache with that position written);
+    mask [b, 1, 1, t]: the cached positions 0..position; position_bias [b, h, 1, t]: the query's
+    position against the cache's ('relative_bias'). No dropout."""
+    def attend_with_cache(y):  # y [b, 1, e]
+      attended, key, value = self.self_attention.attend_cached(
+          y, cache.key, cache.value, position, mask, position_bias)
+      return attended, SelfAttentionCache(key=key, value=value)
+
+    x, cache = self.attention_residual(x, attend_with_cache, deterministic=True, has_aux=True)
+    return self.feed_forward_residual(x, self.feed_forward, deterministic=True), cache
 
 
-def feed_forward_layer(block: nn.Module, name: Optional[str] = None) -> FeedForward:
+def feed_forward_layer(block: nn.Module) -> FeedForward:
   """The feed-forward layer of an EncoderBlock or DecoderBlock, with the block's options."""
   return FeedForward(block.mlp_dim, block.dtype, block.activation, block.use_bias,
-                     block.dropout_rate if block.feed_forward_dropout else 0.0, name=name)
+                     block.dropout_rate if block.feed_forward_dropout else 0.0)
 
 
 class DecoderBlock(nn.Module):
@@ -405,22 +455,16 @@ class DecoderBlock(nn.Module):
     position_bias [b, h, 1, t]: the bias of the query's position against the cache's positions.
     No dropout: decoding is deterministic.
     """
-    query_positions = position[:, None]  # [b, 1]
     def attend_with_cache(y):  # y [b, 1, e]
-      key, value = self.self_attention.project_kv(y)  # [b, 1, k, d] each
-      self_key = write_at(cache.self_key, key, position)  # [b, t, k, d]
-      self_value = write_at(cache.self_value, value, position)  # [b, t, k, d]
-      attended = self.self_attention.attend(y, self_key, self_value, self_mask,
-                                            query_positions=query_positions,
-                                            key_lengths=position + 1,
-                                            position_bias=position_bias)  # [b, 1, e]
+      attended, self_key, self_value = self.self_attention.attend_cached(
+          y, cache.self_key, cache.self_value, position, self_mask, position_bias)
       return attended, (self_key, self_value)
 
     x, (self_key, self_value) = self.self_attention_residual(
         x, attend_with_cache, deterministic=True, has_aux=True)
     x = self.cross_attention_residual(
         x, lambda y: self.cross_attention.attend(y, cache.cross_key, cache.cross_value,
-                                                 cross_mask, query_positions=query_positions,
+                                                 cross_mask, query_positions=position[:, None],
                                                  key_lengths=cross_lengths),
         deterministic=True)
     x = self.feed_forward_residual(x, self.feed_forward, deterministic=True)

@@ -15,6 +15,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'transformer': transformer.Transformer,  # encoder-decoder (Vaswani et al. 2017)
     'transformer_lm': decoder_only.TransformerLM,  # decoder-only (GPT-style)
     'transformer_classifier': encoder_only.TransformerClassifier,  # encoder-only (BERT-style)
+    'bert_mlm': encoder_only.BertMLM,  # its masked-LM pretraining (Devlin et al. 2019)
     'rnn_lm': rnn.RNNLanguageModel,
     'rnn_classifier': rnn.SequenceClassifier,
     'seq2seq': seq2seq.Seq2Seq,
@@ -29,6 +30,15 @@ CHUNKED_LOSS_MODELS = frozenset({'transformer', 'transformer_lm'})
 # Module fields that the trainer sets (from the tokenizer, the dataset and `config.dtype`) or that
 # flax owns; every other field of a model class is a hyper-parameter in the config's `model` section.
 RUNTIME_FIELDS = frozenset({'vocab_size', 'num_classes', 'dtype', 'parent', 'name'})
+
+
+def reads_bert_inputs(name: str, hyper_parameters: dict) -> bool:
+  """Whether the model reads BERT's inputs (`[CLS] a [SEP] b [SEP]` from the vocabulary, segment
+  ids; seqjax/models/encoder_only.py): bert_mlm, and transformer_classifier with
+  input_format='bert'. `hyper_parameters`: the config's model section."""
+  if name == 'transformer_classifier':
+    return hyper_parameters['input_format'] == 'bert'
+  return name == 'bert_mlm'
 
 
 def get(name: str) -> type[nn.Module]:
