@@ -280,13 +280,13 @@ def relative_position_bias(table: Array, query_positions: Array, key_positions: 
 
 
 def relative_bias(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
-                  position_bias: Optional[Array] = None, scale_logits: bool = False) -> Array:
+                  position_bias: Optional[Array] = None, scale_logits: bool = True) -> Array:
   """T5's attention (Raffel et al. 2020, sec. 2.1): softmax(q k^T + B) v, B = position_bias
   [b or 1, h, t, s] from `relative_position_bias` (None: no bias, which is T5's encoder-decoder
   attention).
 
-  No 1/sqrt(d) unless scale_logits: T5 leaves the logits unscaled, its initialisation absorbing
-  the factor (Mesh TensorFlow draws the query projection with std (e d)^-1/2 where the others get
+  scale_logits=False leaves out the 1/sqrt(d), as T5 does, its initialisation absorbing the
+  factor (Mesh TensorFlow draws the query projection with std (e d)^-1/2 where the others get
   e^-1/2; MultiHeadAttention does the same when this function runs unscaled).
   """
   logits = _logits(query, key, scale=scale_logits)  # [b, h, t, s]
@@ -441,9 +441,10 @@ class AttentionConfig:
   # half in the encoder), and the distance from which all share the last bucket.
   num_buckets: int = 32
   max_distance: int = 128
-  # relative_bias: False is T5's softmax(q k^T + B), the 1/sqrt(d) moved into the query
-  # projection's initialisation (`query_init_scale`); True scales the logits as dot_product does.
-  scale_logits: bool = False
+  # relative_bias: True scales the logits as dot_product does; False is T5's softmax(q k^T + B),
+  # the 1/sqrt(d) moved into the query projection's initialisation (`query_init_scale`), which
+  # models/t5.py keeps (it suits T5's Adafactor; under Adam it trained slower, README "T5").
+  scale_logits: bool = True
 
   def cross(self) -> 'AttentionConfig':
     """The settings of encoder-decoder attention: `cross_attention_name` of this function."""

@@ -111,8 +111,8 @@ def _np_reference(name, query, key, value, mask, relative_tables):
         query, key, value, mask,
         score_fn=lambda b, h, t, s: query[b, t, h] @ table_k[index(t, s)] / math.sqrt(D),
         value_fn=lambda t, s: table_v[index(t, s)])
-  if name == 'relative_bias':  # T5: q k^T + B, unscaled (the sqrt(d) here cancels the loop's)
-    return _np_softmax_attention(query * math.sqrt(D), key, value, mask,
+  if name == 'relative_bias':  # T5's bias B added to q k^T / sqrt(d) (scale_logits, the default)
+    return _np_softmax_attention(query, key, value, mask,
                                  score_fn=lambda b, h, t, s: POSITION_BIAS[0, h, t, s])
   raise NotImplementedError(name)
 

@@ -101,13 +101,13 @@ def test_position_bias_reads_the_table_and_is_added_unscaled(rng):
     bucket = _np_bucket(int(key_positions[bi, si] - query_positions[bi, ti]), True, 8, 6)
     assert bias[bi, hi, ti, si] == table[bucket, hi]
   query, key, value = (rng.normal(size=(b, n, h, d)).astype(np.float32) for n in (t, s, s))
-  out = attention.relative_bias(query, key, value, position_bias=bias)
+  out = attention.relative_bias(query, key, value, position_bias=bias, scale_logits=False)
   logits = np.einsum('bthd,bshd->bhts', query, key) + bias  # no 1/sqrt(d)
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   weights /= weights.sum(-1, keepdims=True)
   np.testing.assert_allclose(out, np.einsum('bhts,bshd->bthd', weights, value), rtol=1e-5,
                              atol=1e-5)
-  scaled = attention.relative_bias(query, key, value, scale_logits=True)
+  scaled = attention.relative_bias(query, key, value)
   np.testing.assert_allclose(scaled, attention.dot_product(query, key, value), rtol=1e-6)
 
 
