@@ -29,11 +29,17 @@ offers (seqjax/layers/transformer.py):
                    padding; and causal when `causal`), so a function may use lengths, not the mask
   implementation   'fused' only: jax.nn.dot_product_attention's 'xla' or 'cudnn' (model config)
   relative_key, relative_value   Shaw et al.'s tables [2 * max_relative_distance + 1, d]
+  position_bias    'relative_bias' only: T5's bias [b or 1, h, t, s], computed once per stack from
+                   its table (`relative_position_bias`) and given to every layer's self-attention
+  and every field of AttentionConfig but name and num_kv_heads, under its own name
+  (scale_logits, num_buckets, ...).
 
 The position-based functions (`WITHIN_SEQUENCE`) relate positions of one sequence; the Transformer
 uses `dot_product` for encoder-decoder attention when one of them is selected, as T5 keeps its
-relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, alibi, relative)
-see positions in their scores, so the models add no position embeddings for them by default.
+relative position bias to self-attention. Of them, `ENCODES_POSITIONS` (rope, alibi, relative,
+relative_bias) see positions in their scores, so the models add no position embeddings for them by
+default. 'relative_bias' is its own encoder-decoder attention: there it gets no bias, which is
+T5's (unscaled) encoder-decoder attention.
 """
 
 import dataclasses
@@ -74,14 +80,15 @@ def _positions(positions: Optional[Array], batch_size: int, length: int) -> Arra
   return jnp.broadcast_to(positions.reshape((-1, length)), (batch_size, length))  # [b, t]
 
 
-def _logits(query: Array, key: Array) -> Array:
-  """q k^T / sqrt(d) as float32 [b, h, t, s], key/value heads repeated to h."""
+def _logits(query: Array, key: Array, scale: bool = True) -> Array:
+  """q k^T / sqrt(d) (scale=False: q k^T) as float32 [b, h, t, s], key/value heads repeated to h."""
   if query.ndim != 4 or key.ndim != 4:
     raise ValueError(f'query and key must be [b, t, h, d] and [b, s, k, d]; got {query.shape} '
                      f'and {key.shape}.')
   key = _repeat_kv_heads(key, query.shape[2])  # [b, s, h, d]
-  # Scale the query, not the scores: t*d multiplies instead of t*s (Vaswani et al. 2017, sec. 3.2.1).
-  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  if scale:
+    # Scale the query, not the scores: t*d multiplies instead of t*s (Vaswani et al. 2017, 3.2.1).
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
   return jnp.einsum('bthd,bshd->bhts', query, key, preferred_element_type=jnp.float32)
 
 
@@ -228,6 +235,66 @@ def relative(query: Array, key: Array, value: Array, *, relative_key: Array,
   return _weighted_values(weights, value) + relative_values.astype(value.dtype)
 
 
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Array:
+  """T5's bucket of each offset key position - query position, int [...] -> int [...] in
+  [0, num_buckets) (Raffel et al. 2020, sec. 2.1; `_relative_position_bucket` of its code).
+
+  Bidirectional (the encoder): half the buckets for keys after the query, half for the others,
+  by distance |offset|. Causal (the decoder): all buckets for keys at or before the query, by
+  distance -offset; later keys (masked anyway) share bucket 0. Within one direction's n buckets,
+  distances below max_exact = n / 2 get a bucket each; from max_exact on, the buckets grow
+  logarithmically, max_exact + floor(log(distance / max_exact) / log(max_distance / max_exact)
+  * (n - max_exact)), and every distance from max_distance on shares the last one, n - 1.
+  Computed in float32, as the reference code does (it decides the exact boundaries).
+  """
+  relative_position = jnp.asarray(relative_position, jnp.int32)
+  if bidirectional:
+    num_buckets //= 2
+    offset = jnp.where(relative_position > 0, num_buckets, 0)  # later keys: the upper half
+    distance = jnp.abs(relative_position)
+  else:
+    offset = jnp.zeros_like(relative_position)
+    distance = -jnp.minimum(relative_position, 0)
+  max_exact = num_buckets // 2
+  # log(1 / max_exact) < 0 where distance < max_exact; those take the exact branch below.
+  log_ratio = (jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) /
+               math.log(max_distance / max_exact))
+  logarithmic = max_exact + (log_ratio * (num_buckets - max_exact)).astype(jnp.int32)
+  logarithmic = jnp.minimum(logarithmic, num_buckets - 1)
+  return offset + jnp.where(distance < max_exact, distance, logarithmic)
+
+
+def relative_position_bias(table: Array, query_positions: Array, key_positions: Array, *,
+                           bidirectional: bool, max_distance: int) -> Array:
+  """T5's position bias [b, h, t, s] (float32): table [r, h] (one learned scalar per bucket and
+  head, r buckets) read at the bucket of key_positions [b, s] - query_positions [b, t].
+
+  One stack computes it once and every layer's self-attention adds it to its logits
+  (`relative_bias`); decoding one position passes that position [b, 1] against the cache's.
+  """
+  offsets = key_positions[:, None, :] - query_positions[:, :, None]  # [b, t, s]
+  buckets = relative_position_bucket(offsets, bidirectional=bidirectional,
+                                     num_buckets=table.shape[0], max_distance=max_distance)
+  return jnp.asarray(table, jnp.float32)[buckets].transpose(0, 3, 1, 2)  # [b, t, s, h] -> [b,h,t,s]
+
+
+def relative_bias(query: Array, key: Array, value: Array, *, mask: Optional[Array] = None,
+                  position_bias: Optional[Array] = None, scale_logits: bool = True) -> Array:
+  """T5's attention (Raffel et al. 2020, sec. 2.1): softmax(q k^T + B) v, B = position_bias
+  [b or 1, h, t, s] from `relative_position_bias` (None: no bias, which is T5's encoder-decoder
+  attention).
+
+  scale_logits=False leaves out the 1/sqrt(d), as T5 does, its initialisation absorbing the
+  factor (Mesh TensorFlow draws the query projection with std (e d)^-1/2 where the others get
+  e^-1/2; MultiHeadAttention does the same when this function runs unscaled).
+  """
+  logits = _logits(query, key, scale=scale_logits)  # [b, h, t, s]
+  if position_bias is not None:
+    logits = logits + position_bias
+  return _weighted_values(_masked_softmax(logits, mask), value)
+
+
 def _elu_feature_map(x: Array) -> Array:
   """phi(x) = elu(x) + 1 > 0 (Katharopoulos et al. 2020, sec. 3.2.1), in float32."""
   return jax.nn.elu(x.astype(jnp.float32)) + 1.0
@@ -338,6 +405,7 @@ _REGISTRY: dict[str, AttentionFn] = {
     'alibi': alibi,
     'local': local,
     'relative': relative,
+    'relative_bias': relative_bias,
     'linear': linear,
     'fused': fused,
 }
@@ -346,10 +414,13 @@ _REGISTRY: dict[str, AttentionFn] = {
 # position_embedding='auto' adds no position table for these (layers/embed.py). 'local' is not one
 # of them: its window is a mask over positions, but inside the window its scores are q k^T alone,
 # so it cannot tell 'a b' from 'b a' and needs position embeddings like dot_product.
-ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative'})
+ENCODES_POSITIONS = frozenset({'rope', 'alibi', 'relative', 'relative_bias'})
 # Functions of positions within one sequence (local's window included): encoder-decoder attention
-# uses dot_product instead, since source and target positions are not on one axis.
+# uses dot_product instead, since source and target positions are not on one axis; except
+# relative_bias, whose positions come in as a bias that encoder-decoder attention is not given.
 WITHIN_SEQUENCE = ENCODES_POSITIONS | {'local'}
+# The functions that are their own encoder-decoder attention although they are WITHIN_SEQUENCE.
+OWN_CROSS_ATTENTION = frozenset({'relative_bias'})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,10 +437,26 @@ class AttentionConfig:
   implementation: str = 'xla'  # fused: jax.nn.dot_product_attention's xla | cudnn
   window: int = 16  # local: keys within this distance of the query
   max_relative_distance: int = 16  # relative: M, distances clipped to [-M, M]
+  # relative_bias (T5, Raffel et al. 2020): the buckets of each stack's bias (a direction gets
+  # half in the encoder), and the distance from which all share the last bucket.
+  num_buckets: int = 32
+  max_distance: int = 128
+  # relative_bias: True scales the logits as dot_product does; False is T5's softmax(q k^T + B),
+  # the 1/sqrt(d) moved into the query projection's initialisation (`query_init_scale`), which
+  # models/t5.py keeps (it suits T5's Adafactor; under Adam it trained slower, README "T5").
+  scale_logits: bool = True
 
   def cross(self) -> 'AttentionConfig':
     """The settings of encoder-decoder attention: `cross_attention_name` of this function."""
     return dataclasses.replace(self, name=cross_attention_name(self.name))
+
+
+def query_init_scale(config: AttentionConfig, head_dim: int) -> float:
+  """The factor on the query projection's initialisation: d^-1/2 where the function leaves its
+  logits unscaled (relative_bias without scale_logits, as T5), so that q k^T starts at the scale
+  of q k^T / sqrt(d) under the usual initialisation; 1 for every other function."""
+  unscaled = config.name == 'relative_bias' and not config.scale_logits
+  return head_dim ** -0.5 if unscaled else 1.0
 
 
 def register(name: str, fn: AttentionFn) -> None:
@@ -395,7 +482,7 @@ def names() -> list[str]:
 
 def cross_attention_name(name: str) -> str:
   """The function that encoder-decoder attention uses when `name` is selected (see the top)."""
-  return 'dot_product' if name in WITHIN_SEQUENCE else name
+  return 'dot_product' if name in WITHIN_SEQUENCE - OWN_CROSS_ATTENTION else name
 
 
 def call(fn: AttentionFn, query: Array, key: Array, value: Array, *,

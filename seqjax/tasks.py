@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from seqjax import errors
 from seqjax import losses
 from seqjax import masked_lm
+from seqjax.data import span_corruption
 from seqjax.layers import embed
 
 Array = jax.Array
@@ -137,6 +138,10 @@ TASKS: dict[str, Task] = {
     'seq2seq': Task('seq2seq', ('inputs', 'targets'), _token_task, decodes=True,
                     optional_model_args=PACKED_KEYS),
     'lm': Task('lm', ('targets',), _token_task),
+    # T5's pretraining (seqjax/data/span_corruption.py): seq2seq on (inputs, targets) texts that
+    # hold the sentinels, which the vocabulary gets as whole pieces.
+    'span_corruption': Task('seq2seq', ('inputs', 'targets'), _token_task, decodes=True,
+                            special_tokens=span_corruption.SENTINELS),
     'classification': Task('classification', ('inputs',), _classification),
     # Classification of records that are arrays already (images, data/images.py): no tokenizer.
     'image_classification': Task('classification', ('inputs',), _classification,

@@ -15,6 +15,7 @@ from seqjax.models import transformer
 
 B, T, H, KV_HEADS, D = 2, 6, 4, 2, 8  # batch, length (queries = keys), heads, kv heads, head dim
 WINDOW, MAX_DISTANCE = 2, 2
+POSITION_BIAS = np.random.default_rng(5).normal(size=(1, H, T, T)).astype(np.float32)  # T5's B
 TINY = dict(num_encoder_layers=1, num_decoder_layers=1, embed_dim=32, num_heads=4, mlp_dim=64,
             dropout_rate=0.1, max_length=16)
 
@@ -110,6 +111,9 @@ def _np_reference(name, query, key, value, mask, relative_tables):
         query, key, value, mask,
         score_fn=lambda b, h, t, s: query[b, t, h] @ table_k[index(t, s)] / math.sqrt(D),
         value_fn=lambda t, s: table_v[index(t, s)])
+  if name == 'relative_bias':  # T5's bias B added to q k^T / sqrt(d) (scale_logits, the default)
+    return _np_softmax_attention(query, key, value, mask,
+                                 score_fn=lambda b, h, t, s: POSITION_BIAS[0, h, t, s])
   raise NotImplementedError(name)
 
 
@@ -117,10 +121,11 @@ def _extras(relative_tables, **kwargs):
   """Every extra the Transformer offers; attention.call passes each function those it names."""
   table_k, table_v = relative_tables
   return dict(query_positions=jnp.arange(T), key_positions=jnp.arange(T), window=WINDOW,
-              relative_key=jnp.asarray(table_k), relative_value=jnp.asarray(table_v), **kwargs)
+              relative_key=jnp.asarray(table_k), relative_value=jnp.asarray(table_v),
+              position_bias=jnp.asarray(POSITION_BIAS), **kwargs)
 
 
-SOFTMAX_VARIANTS = ['dot_product', 'rope', 'alibi', 'local', 'relative', 'fused']
+SOFTMAX_VARIANTS = ['dot_product', 'rope', 'alibi', 'local', 'relative', 'relative_bias', 'fused']
 
 
 def test_every_registered_function_is_tested():
@@ -298,7 +303,7 @@ def _cached_steps(model, params, inputs, targets):
 # shapes and thereby compiled operations (multi-query is tested on the functions above).
 @pytest.mark.parametrize('name,kv_heads', [('dot_product', 2), ('rope', None), ('alibi', None),
                                            ('local', None), ('relative', None), ('linear', None),
-                                           ('fused', 2)])
+                                           ('relative_bias', 2), ('fused', 2)])
 def test_transformer_trains_and_its_cache_gives_teacher_forced_logits(rng, name, kv_heads):
   inputs, targets = _tiny_batch(rng)
   model = transformer.Transformer(vocab_size=50, **TINY, attention=attention.AttentionConfig(

@@ -27,11 +27,13 @@ TINY = {
     'rnn_lm': dict(vocab_size=VOCAB, embed_dim=8, hidden_dim=16, num_layers=1),
     'rnn_classifier': dict(vocab_size=VOCAB, num_classes=CLASSES, embed_dim=8, hidden_dim=16),
     'seq2seq': dict(vocab_size=VOCAB, embed_dim=8, hidden_dim=16, attention_dim=16),
+    't5': dict(vocab_size=VOCAB, num_encoder_layers=1, num_decoder_layers=1, embed_dim=16,
+               num_heads=2, head_dim=8, mlp_dim=32, feed_forward='gated_gelu', max_length=16),
     'vit': dict(num_classes=CLASSES, patch_size=4, num_layers=1, embed_dim=16, num_heads=2,
                 mlp_dim=32),
 }
-TASK = {'transformer': 'seq2seq', 'seq2seq': 'seq2seq', 'transformer_lm': 'lm', 'rnn_lm': 'lm',
-        'transformer_classifier': 'classification', 'rnn_classifier': 'classification',
+TASK = {'transformer': 'seq2seq', 'seq2seq': 'seq2seq', 't5': 'seq2seq', 'transformer_lm': 'lm',
+        'rnn_lm': 'lm', 'transformer_classifier': 'classification', 'rnn_classifier': 'classification',
         'vit': 'image_classification', 'bert_mlm': 'mlm'}
 
 

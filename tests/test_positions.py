@@ -33,8 +33,9 @@ def _ids(rng, shape, vocab=30):
 
 
 def test_one_list_of_position_encoding_functions():
-  """rope, alibi and relative put positions into the scores; local only masks by position."""
-  assert attention.ENCODES_POSITIONS == {'rope', 'alibi', 'relative'}
+  """rope, alibi, relative and relative_bias put positions into the scores; local only masks by
+  position."""
+  assert attention.ENCODES_POSITIONS == {'rope', 'alibi', 'relative', 'relative_bias'}
   assert attention.WITHIN_SEQUENCE == attention.ENCODES_POSITIONS | {'local'}
   for name in attention.names():
     expected = 'none' if name in attention.ENCODES_POSITIONS else 'sinusoidal'
@@ -70,7 +71,7 @@ def test_encoder_decoder_adds_sinusoids_only_where_auto_says(name, rng):
   params = nn.unbox(model.init(jax.random.key(0), inputs, targets)['params'])
   logits = {kind: model.clone(position_embedding=kind).apply({'params': params}, inputs, targets)
             for kind in ('auto', 'none', 'sinusoidal')}
-  expected = 'none' if name in ('rope', 'alibi', 'relative') else 'sinusoidal'
+  expected = 'none' if name in ('rope', 'alibi', 'relative', 'relative_bias') else 'sinusoidal'
   other = 'sinusoidal' if expected == 'none' else 'none'
   np.testing.assert_array_equal(logits['auto'], logits[expected])
   assert not np.allclose(logits['auto'], logits[other], atol=1e-3)
@@ -100,7 +101,7 @@ def test_classifier_and_vit_follow_the_same_rule(name, rng):
 
 
 @pytest.mark.parametrize('name,kind', [('rope', 'auto'), ('dot_product', 'learned'),
-                                       ('relative', 'sinusoidal')])
+                                       ('relative', 'sinusoidal'), ('relative_bias', 'auto')])
 def test_cached_decoding_adds_the_same_positions(name, kind, rng):
   model = transformer.Transformer(vocab_size=30, **ENCODER_DECODER, attention=_attention(name),
                                   position_embedding=kind)

@@ -7,6 +7,7 @@ from seqjax.data import copy_tasks
 from seqjax.data import dates
 from seqjax.data import images
 from seqjax.data import parallel_text
+from seqjax.data import span_corruption
 from seqjax.data import synthetic_text
 from seqjax.data import tfds_text
 from seqjax.data import translation
@@ -23,6 +24,9 @@ DATASETS: dict[str, base.Dataset] = {
     'reviews_pairs': base.Dataset(synthetic_text.ReviewPairsConfig, synthetic_text.load_pairs,
                                   'mlm'),
     'shapes': base.Dataset(images.ShapesConfig, images.load_shapes, 'image_classification'),
+    # T5's span corruption over texts of dates (pretraining; data/span_corruption.py).
+    'dates_span_corruption': base.Dataset(span_corruption.SpanCorruptionConfig,
+                                          span_corruption.load_split, 'span_corruption'),
     # TensorFlow Datasets.
     'tiny_shakespeare': base.Dataset(tfds_text.ShakespeareConfig, tfds_text.load_shakespeare,
                                      'lm'),

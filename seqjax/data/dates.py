@@ -245,10 +245,14 @@ class DatesConfig(base.TextConfig):
   # Chooses the date partition and the examples. Apart from the trainer's seed,
   # so that runs with other initialisations score on the same test set.
   seed: int = 0
+  # Put in front of every source: a text-to-text task prefix such as T5's
+  # (configs/t5_dates.py); max_source_length must leave room for it.
+  task_prefix: str = ''
 
 
 def load_split(config: DatesConfig, split: str) -> list[tuple[str, str]]:
   """The (source, target) pairs of one split: the registry's `load_split`."""
   num_examples = (config.num_train_examples if split == 'train'
                   else config.num_eval_examples)
-  return make_examples(split, num_examples, config.seed)
+  return [(config.task_prefix + source, target)
+          for source, target in make_examples(split, num_examples, config.seed)]

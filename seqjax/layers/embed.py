@@ -1,6 +1,6 @@
 """Token embeddings and positional encodings, and the rule that picks the position encoding."""
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax import attention
+from seqjax import attention as attention_lib
 from seqjax import errors
 
 Array = jax.Array
@@ -29,7 +29,7 @@ def position_embedding_kind(position_embedding: str, attention_name: str,
                            f'{", ".join(choices)}.')
   if position_embedding != 'auto':
     return position_embedding
-  return 'none' if attention_name in attention.ENCODES_POSITIONS else default
+  return 'none' if attention_name in attention_lib.ENCODES_POSITIONS else default
 
 
 def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_000.0) -> np.ndarray:
@@ -64,20 +64,24 @@ class Embed(nn.Module):
 
   Lookups are scaled by sqrt(features) (Vaswani et al. 2017, sec. 3.4); `attend` gives the logits
   of the tied output projection (`projection`: the same, left for the loss to compute). The table
-  is initialised with std features^-1/2 so that the scaled lookup has unit variance.
+  is initialised with std features^-1/2 so that the scaled lookup has unit variance. scale=False
+  (T5) looks up unscaled from a table of std 1: the same unit variance.
   """
   vocab_size: int
   features: int
   dtype: jnp.dtype = jnp.float32
+  scale: bool = True
 
   def setup(self):
-    init = nn.initializers.normal(stddev=self.features**-0.5)
+    init = nn.initializers.normal(stddev=self.features**-0.5 if self.scale else 1.0)
     self.table = nn.Embed(
         self.vocab_size, self.features, dtype=self.dtype,
         embedding_init=nn.with_logical_partitioning(init, ('vocab', 'embed')))
 
   def __call__(self, ids: Array) -> Array:
     """ids [b, t] -> [b, t, e]."""
+    if not self.scale:
+      return self.table(ids)
     return self.table(ids) * jnp.sqrt(self.features).astype(self.dtype)
 
   def attend(self, x: Array) -> Array:
@@ -120,3 +124,52 @@ def _tied_logits_backward(residuals: tuple[Array, Array],
 
 
 tied_logits.defvjp(_tied_logits_forward, _tied_logits_backward)
+
+
+class RelativePositionBias(nn.Module):
+  """One stack's relative position bias (T5, Raffel et al. 2020, sec. 2.1): a learned scalar per
+  bucket and head, table [r, h] (std e^-1/2 at first, as HuggingFace's T5), read at the buckets
+  of key - query positions by attention_lib.relative_position_bias; the stack computes it once
+  and passes it to every layer's self-attention. Bidirectional in encoders, causal in decoders."""
+  num_heads: int
+  embed_dim: int
+  attention: attention_lib.AttentionConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+    """query_positions [b or 1, t], key_positions [b or 1, s] -> bias [b or 1, h, t, s]."""
+    table = self.param(
+        'table', nn.with_logical_partitioning(nn.initializers.normal(self.embed_dim ** -0.5),
+                                              (None, 'heads')),
+        (self.attention.num_buckets, self.num_heads))
+    return attention_lib.relative_position_bias(
+        table, query_positions, key_positions, bidirectional=self.bidirectional,
+        max_distance=self.attention.max_distance)
+
+
+def stack_bias(num_heads: int, embed_dim: int, config: attention_lib.AttentionConfig,
+               bidirectional: bool, name: Optional[str] = None) -> Optional[RelativePositionBias]:
+  """A stack's RelativePositionBias for relative_bias attention, else None (no parameters)."""
+  if config.name != 'relative_bias':
+    return None
+  return RelativePositionBias(num_heads, embed_dim, config, bidirectional, name=name)
+
+
+def position_bias(module: Optional[RelativePositionBias], length: int,
+                  positions: Optional[Array] = None) -> Optional[Array]:
+  """A stack's self-attention bias [1 or b, h, t, t] for `length` positions (packed rows:
+  positions [b, t]), or None for a stack without one (`stack_bias`)."""
+  if module is None:
+    return None
+  positions = jnp.arange(length)[None] if positions is None else positions  # [1 or b, t]
+  return module(positions, positions)
+
+
+def step_position_bias(module: Optional[RelativePositionBias], position: Array,
+                       length: int) -> Optional[Array]:
+  """Decoding: the bias [b, h, 1, t] of each row's query position [b] against the cache's
+  positions 0..length-1, or None (`stack_bias`)."""
+  if module is None:
+    return None
+  return module(position[:, None], jnp.arange(length)[None])

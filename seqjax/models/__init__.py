@@ -7,6 +7,7 @@ from seqjax.models import decoder_only
 from seqjax.models import encoder_only
 from seqjax.models import rnn
 from seqjax.models import seq2seq
+from seqjax.models import t5
 from seqjax.models import transformer
 from seqjax.models import vit
 
@@ -18,6 +19,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'rnn_lm': rnn.RNNLanguageModel,
     'rnn_classifier': rnn.SequenceClassifier,
     'seq2seq': seq2seq.Seq2Seq,
+    't5': t5.T5,  # encoder-decoder (Raffel et al. 2020)
     'vit': vit.VisionTransformer,  # Vision Transformer (Dosovitskiy et al. 2021)
 }
 

@@ -138,6 +138,8 @@ class TransformerLM(nn.Module):
         for i in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = blocks.layer_norm('final_norm', self.dtype)
+    self.position_bias = embed.stack_bias(self.num_heads, self.embed_dim, self.attention,
+                                          bidirectional=False)  # relative_bias only (T5)
 
   def __call__(self, targets: Array, *, deterministic: bool = True,
                project: bool = True) -> Array | embed.Projection:
@@ -146,8 +148,9 @@ class TransformerLM(nn.Module):
     x = self.embed(transformer.shift_right(targets), deterministic)  # [b, t, e]
     mask = attention_lib.causal_mask(targets.shape[1])  # [1, 1, t, t]
     lengths = jnp.full(targets.shape[:1], targets.shape[1], jnp.int32)  # [b]: no padding mask
+    bias = embed.position_bias(self.position_bias, targets.shape[1])  # [1, h, t, t] or None
     for block in self.blocks:
-      x = block(x, mask, deterministic, None, lengths)
+      x = block(x, mask, deterministic, None, lengths, bias)
     if self.pre_ln:
       x = self.final_norm(x)
     return self.embed.attend(x) if project else self.embed.projection(x)
@@ -164,16 +167,17 @@ class TransformerLM(nn.Module):
     """ids [b] (the previous token; 0 = start) -> next-token logits [b, v] (float32), cache.
 
     The logits that `__call__` gives at each row's cache.position, without dropout: the token
-    and its position table entry at that position; rope, alibi, relative and local attention
-    see the query at that position and the cached keys at theirs.
+    and its position table entry at that position; rope, alibi, relative, relative_bias and
+    local attention see the query at that position and the cached keys at theirs.
     """
     length = cache.layers[0].key.shape[1]  # t, the cache's fixed length
     x = self.embed.at_positions(ids[:, None], cache.position[:, None])  # [b, 1, e]
     mask = jnp.arange(length)[None, :] <= cache.position[:, None]  # [b, t]
     mask = mask[:, None, None, :]  # [b, 1, 1, t]: the positions written so far
+    bias = embed.step_position_bias(self.position_bias, cache.position, length)  # [b,h,1,t]
     layers = []
     for block, layer_cache in zip(self.blocks, cache.layers):
-      x, layer_cache = block.decode_step(x, layer_cache, cache.position, mask)
+      x, layer_cache = block.decode_step(x, layer_cache, cache.position, mask, bias)
       layers.append(layer_cache)
     if self.pre_ln:
       x = self.final_norm(x)

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
+from seqjax.layers import embed
 from seqjax.layers import transformer as blocks
 from seqjax.models import decoder_only
 
@@ -56,12 +57,15 @@ class TransformerEncoder(nn.Module):
     """x [b, s, e], mask broadcastable to [b, h, s, s] (True = attend) -> [b, s, e];
     key_lengths [b] when the mask is only trailing padding (see MultiHeadAttention.attend)."""
     block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
+    bias_module = embed.stack_bias(self.num_heads, self.embed_dim, self.attention,
+                                   bidirectional=True, name='position_bias')  # relative_bias
+    bias = embed.position_bias(bias_module, x.shape[1])  # [1, h, s, s] or None
     for i in range(self.num_layers):
       x = block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                 dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
                 dtype=self.dtype, activation=self.activation,
                 name=f'layer_{i}')(
-                    x, mask, deterministic, None, key_lengths)
+                    x, mask, deterministic, None, key_lengths, bias)
     return blocks.layer_norm('final_norm', self.dtype)(x) if self.pre_ln else x
 
 

@@ -1,8 +1,8 @@
 """The encoder-decoder Transformer of Vaswani et al. 2017, "Attention Is All You Need".
 
 As written in the paper: sinusoidal positions (sec. 3.5; `position_embedding='auto'` leaves them
-out when the attention function encodes positions itself: rope, alibi, relative, see
-layers/embed.py), one embedding table shared by the encoder, the decoder and the pre-softmax
+out when the attention function encodes positions itself: rope, alibi, relative, relative_bias,
+see layers/embed.py; relative_bias adds one T5 bias table per stack), one embedding table shared by the encoder, the decoder and the pre-softmax
 projection, scaled by sqrt(d_model) (sec. 3.4),
 post-LN residual blocks (pre-LN as an option), and dropout on every sub-layer output and on the
 embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
@@ -109,6 +109,9 @@ class Transformer(nn.Module):
                            for i in range(self.num_encoder_layers)]
     self.decoder_blocks = [decoder_block(**block_args, name=f'decoder_{i}')
                            for i in range(self.num_decoder_layers)]
+    bias = lambda bidirectional: embed.stack_bias(self.num_heads, self.embed_dim,
+                                                  self.attention, bidirectional)
+    self.encoder_bias, self.decoder_bias = bias(True), bias(False)  # relative_bias only
     if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
       self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype)
       self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
@@ -158,8 +161,9 @@ class Transformer(nn.Module):
       lengths = trailing_lengths(inputs)  # [b]
     else:
       mask = segment_mask(inputs_segmentation, inputs_segmentation)  # [b, 1, s, s]
+    bias = embed.position_bias(self.encoder_bias, inputs.shape[1], inputs_position)
     for block in self.encoder_blocks:
-      x = block(x, mask, deterministic, inputs_position, lengths)
+      x = block(x, mask, deterministic, inputs_position, lengths, bias)
     return self.encoder_norm(x) if self.pre_ln else x
 
   def decode(self, encoded: Array, inputs: Array, decoder_inputs: Array, *,
@@ -186,9 +190,10 @@ class Transformer(nn.Module):
       self_mask = self_mask & segment_mask(targets_segmentation, targets_segmentation)
       cross_mask = segment_mask(targets_segmentation, inputs_segmentation)  # [b, 1, t, s]
       cross_lengths = None
+    bias = embed.position_bias(self.decoder_bias, length, targets_position)
     for block in self.decoder_blocks:
       x = block(x, encoded, self_mask, cross_mask, deterministic, targets_position,
-                cross_lengths)
+                cross_lengths, bias)
     if self.pre_ln:
       x = self.decoder_norm(x)
     return self.embed.attend(x) if project else self.embed.projection(x)
@@ -220,10 +225,11 @@ class Transformer(nn.Module):
     self_mask = jnp.arange(length)[None, :] <= cache.position[:, None]  # [b, t]
     self_mask = self_mask[:, None, None, :]  # [b, 1, 1, t]: positions written so far
     cross_mask = (inputs > 0)[:, None, None, :]  # [b, 1, 1, s]
+    bias = embed.step_position_bias(self.decoder_bias, cache.position, length)  # [b,h,1,t]
     layers = []
     for block, layer_cache in zip(self.decoder_blocks, cache.layers):
       x, layer_cache = block.decode_step(x, layer_cache, cache.position, self_mask, cross_mask,
-                                         trailing_lengths(inputs))
+                                         trailing_lengths(inputs), bias)
       layers.append(layer_cache)
     if self.pre_ln:
       x = self.decoder_norm(x)
