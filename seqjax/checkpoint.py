@@ -202,9 +202,7 @@ def param_names(params: Any) -> list[str]:
 def _init_checkpoint(path: str) -> tuple[str, int]:
   """(checkpoints directory, step) named by init_from: a workdir (its latest checkpoint), its
   checkpoints directory, or one step's directory in it."""
-  if path.startswith('hf:'):
-    raise errors.UserError(f'init_from={path}: HuggingFace model directories are not supported '
-                           'yet; give a seqjax workdir or checkpoint directory.')
+  # (A HuggingFace directory, hf:PATH, is read by seqjax/hf instead; see train.initialise_from.)
   given = epath.Path(path)
   directory, step = given, None
   if (given / 'checkpoints').is_dir():
@@ -252,8 +250,21 @@ def restore_params_for_init(path: str, params: Any,
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), saved_tree)
     saved = reader._manager.restore(  # pylint: disable=protected-access
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
-  saved_params = {jax.tree_util.keystr(key, simple=True, separator='/'): np.asarray(leaf)
-                  for key, leaf in jax.tree_util.tree_flatten_with_path(saved['params'])[0]}
+  return graft_params(flat_params(saved['params']), params,
+                      f'init_from={path}: the checkpoint at step {step}')
+
+
+def flat_params(params: Any) -> dict[str, np.ndarray]:
+  """A parameter tree as {'a/b/kernel': NumPy array}, the names `param_names` gives."""
+  return {jax.tree_util.keystr(key, simple=True, separator='/'): np.asarray(leaf)
+          for key, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def graft_params(saved_params: dict[str, np.ndarray], params: Any,
+                 source: str) -> tuple[Any, list[str]]:
+  """(params with every leaf whose name is in saved_params replaced by that value, laid out as
+  the leaf it replaces; the replaced names). `source` begins the UserError for a saved value of
+  another shape, or when nothing is shared."""
   restored = []
 
   def take(key, leaf):
@@ -263,15 +274,14 @@ def restore_params_for_init(path: str, params: Any,
     value = saved_params[name]
     if value.shape != leaf.shape:
       raise errors.UserError(
-          f'init_from={path}: parameter {name} is shape {value.shape} in the checkpoint at step '
-          f'{step} and {tuple(leaf.shape)} in this model; only the parameters of equal shape '
-          'can be taken over (change the model to match, or rename the new part).')
+          f'{source} holds parameter {name} of shape {value.shape}; this model\'s is '
+          f'{tuple(leaf.shape)}: only the parameters of equal shape can be taken over (change '
+          'the model to match, or rename the new part).')
     restored.append(name)
     value = value.astype(leaf.dtype)
     return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
 
   params = jax.tree_util.tree_map_with_path(take, params)
   if not restored:
-    raise errors.UserError(f'init_from={path}: the checkpoint at step {step} shares no parameter '
-                           'path with this model.')
+    raise errors.UserError(f'{source} shares no parameter path with this model.')
   return params, restored

@@ -139,7 +139,10 @@ class Config:
 def _model_fields(model_name: str) -> dict[str, Any]:
   """Hyper-parameters of a registered model class: its dataclass fields with defaults. A field
   whose default is a frozen dataclass (the attention settings, seqjax.attention.AttentionConfig)
-  is a section of its own."""
+  is a section of its own. model.name='hf' (configs/hf.py) has none: init_from's HuggingFace
+  directory decides them (seqjax/hf)."""
+  if model_name == models.FROM_HF:
+    return {}
   cls = models.get(model_name)
   return {f.name: f.default for f in dataclasses.fields(cls)
           if f.name not in models.RUNTIME_FIELDS and f.default is not dataclasses.MISSING}
@@ -268,7 +271,11 @@ def typed(config: ml_collections.ConfigDict) -> Config:
   model_args = dict(raw.pop('model'))
   data_args = dict(raw.pop('data'))
   model_name, data_name = model_args.pop('name'), data_args.pop('name')
-  models.get(model_name)  # raises, listing the known models
+  if model_name != models.FROM_HF:
+    models.get(model_name)  # raises, listing the known models
+  elif not raw['init_from'].startswith('hf:'):
+    raise errors.UserError(f"model.name='{models.FROM_HF}' is the model of a HuggingFace directory: "
+                           f"set config.init_from=hf:PATH; got init_from={raw['init_from']!r}.")
   model_args = _typed_model_args(model_name, model_args)
   data_config_cls = data_lib.get(data_name).config_class
   _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)},

@@ -14,10 +14,10 @@ import numpy as np
 
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import config as config_lib
-from seqjax import data as data_lib
 from seqjax import decode
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
+from seqjax import hf
 from seqjax import models
 from seqjax import paths
 from seqjax import sharding
@@ -26,10 +26,19 @@ from seqjax import train
 _LOG = logging.getLogger(__name__)
 
 
+def _initial_params(exp: train.Experiment):
+  """The parameters a training run would start from when init_from names a HuggingFace
+  directory: a workdir without checkpoints then evaluates, translates and generates with the
+  published weights as they are."""
+  return train.initialise_from(exp, train.create_state(exp)).params
+
+
 def _latest_params(exp: train.Experiment):
   with checkpoint_lib.Checkpointer(os.path.join(exp.workdir, 'checkpoints'),
                                    exp.cfg.keep_checkpoints, read_only=True) as checkpointer:
     step = checkpointer.latest_step()
+    if step is None and hf.is_hf(exp.cfg.init_from):
+      return _initial_params(exp), 0
     if step is None:
       raise errors.UserError(f'No checkpoint in {exp.workdir}/checkpoints: train first.')
     state = checkpointer.restore(step, exp.abstract_state, None, train.checkpoint_metadata(exp))
@@ -43,6 +52,8 @@ def _averaged_params(exp: train.Experiment):
   with checkpoint_lib.Checkpointer(directory, exp.cfg.keep_checkpoints,
                                    read_only=True) as checkpointer:
     steps = checkpointer.all_steps()
+    if not steps and hf.is_hf(exp.cfg.init_from):
+      return _initial_params(exp), [0]
     if not steps:
       raise errors.UserError(f'No checkpoint in {directory}: train first.')
     if len(steps) < count:
@@ -139,8 +150,11 @@ def generate(config: ml_collections.ConfigDict | config_lib.Config, workdir: str
   language model in workdir, by the config's `generate` settings; one line of text per prompt,
   in order, the prompt itself left out."""
   cfg = train.as_typed(config)
-  task = data_lib.get(cfg.data_name).task
-  if task != 'lm' or not hasattr(models.get(cfg.model_name), 'decode_step'):
+  task = train.task_of(cfg).name
+  # configs/hf.py's model (model.name='hf') has an lm task only when it is a language model.
+  can_decode = (cfg.model_name == models.FROM_HF
+                or hasattr(models.get(cfg.model_name), 'decode_step'))
+  if task != 'lm' or not can_decode:
     raise errors.UserError(
         f'--mode=generate needs a language model with a decoding cache (transformer_lm on an lm '
         f'dataset); this config has model.name={cfg.model_name!r} on {cfg.data_name!r}, a {task} '

@@ -30,6 +30,7 @@ from seqjax import data as data_lib
 from seqjax import decode
 from seqjax import errors
 from seqjax import evaluate as evaluate_lib
+from seqjax import hf
 from seqjax import final_plots
 from seqjax import masked_lm
 from seqjax import metric_writer
@@ -96,16 +97,20 @@ def as_typed(config: ml_collections.ConfigDict | config_lib.Config) -> config_li
 
 
 def _build_tokenizer(cfg: config_lib.Config, workdir: str, task: tasks.Task,
-                     train_records) -> Optional[tokenizer_lib.Tokenizer]:
-  """The configured SentencePiece model, or one trained on the training split into workdir."""
+                     train_records: Callable[[], Sequence[Any]]
+                     ) -> Optional[tokenizer_lib.Tokenizer]:
+  """The configured SentencePiece model, init_from's (a seqjax run's, or a HuggingFace
+  directory's tokenizer), or one trained on the training split (train_records()) into workdir."""
   if not task.tokenized:
     return None
   data_cfg = cfg.data
   if data_cfg.vocab_path:
     return tokenizer_lib.Tokenizer.load(data_cfg.vocab_path)
+  if hf.is_hf(cfg.init_from):
+    return hf.load_tokenizer(hf.directory(cfg.init_from))
   if cfg.init_from:  # the ids the initial parameters were trained with
     return tokenizer_lib.Tokenizer.load(checkpoint_lib.init_vocab_path(cfg.init_from))
-  sample = batching.spread(train_records, data_cfg.tokenizer_sample_size)
+  sample = batching.spread(train_records(), data_cfg.tokenizer_sample_size)
   texts = batching.tokenizer_texts(task.name, sample)
   name = f'{data_cfg.tokenizer}_{data_cfg.vocab_size}'
   if task.special_tokens:  # another task's cached vocabulary lacks them
@@ -135,12 +140,12 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
       raise errors.UserError(
           f'{name}={size} does not divide over the {batch_devices} devices of mesh '
           f'axes data x fsdp = {mesh.shape["data"]} x {mesh.shape["fsdp"]}.')
-  task = tasks.for_model(data_lib.get(cfg.data_name).task, cfg.model_name,
-                         models.reads_bert_inputs(cfg.model_name, cfg.model))
-  reads_data = tokenizer is None
-  if reads_data:
+  task = task_of(cfg)
+  # configs/hf.py's model comes with its tokenizer and needs no data to build.
+  reads_data = tokenizer is None and cfg.model_name != hf.MODEL_NAME
+  if tokenizer is None:
     tokenizer = _build_tokenizer(cfg, workdir, task,
-                                 _load_split(cfg.data_name, cfg.data, 'train'))
+                                 lambda: _load_split(cfg.data_name, cfg.data, 'train'))
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
   if task.prepare is not None:  # a vocabulary without BERT's pieces fails here, not in the step
     masked_lm.TokenIds.of(tokenizer)
@@ -161,6 +166,16 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
   return Experiment(cfg, workdir, mesh, task, tokenizer, encoder, model, optimizer, schedule,
                     abstract, state_sharding, sharding.batch_sharding(mesh, cfg.logical_axis_rules),
                     init)
+
+
+def task_of(cfg: config_lib.Config) -> tasks.Task:
+  """The task the config trains: its dataset's kind for its model, or for configs/hf.py's model
+  (model.name='hf') the one of init_from's HuggingFace directory (a language model's, or
+  translation)."""
+  if cfg.model_name == hf.MODEL_NAME:
+    return tasks.get(hf.task_name(hf.directory(cfg.init_from)))
+  return tasks.for_model(data_lib.get(cfg.data_name).task, cfg.model_name,
+                         models.reads_bert_inputs(cfg.model_name, cfg.model))
 
 
 def _state_layout(cfg: config_lib.Config, mesh: jax.sharding.Mesh, model: nn.Module,
@@ -191,7 +206,10 @@ def with_model(exp: Experiment, model: nn.Module,
 
 def _build_model(cfg: config_lib.Config, task: tasks.Task,
                  tokenizer: Optional[tokenizer_lib.Tokenizer]) -> nn.Module:
-  """The registered model with its runtime fields: padded vocabulary, classes, dtype."""
+  """The registered model with its runtime fields: padded vocabulary, classes, dtype; with
+  init_from=hf:PATH, the directory's model (_hf_model)."""
+  if hf.is_hf(cfg.init_from):
+    return _hf_model(cfg, task)
   cls = models.get(cfg.model_name)
   fields = {f.name for f in dataclasses.fields(cls)}
   runtime = {'dtype': jnp.dtype(cfg.dtype)}
@@ -203,6 +221,23 @@ def _build_model(cfg: config_lib.Config, task: tasks.Task,
     runtime['num_classes'] = (cfg.data.num_classes if task.name in tasks.CLASSIFICATIONS
                               else 1)
   return cls(**runtime, **cfg.model)
+
+
+def _hf_model(cfg: config_lib.Config, task: tasks.Task) -> nn.Module:
+  """The model of init_from's HuggingFace directory, as its port configures it (seqjax/hf): the
+  directory decides every hyper-parameter, the config's model.name which head (BERT's masked-LM
+  or classifier; configs/hf.py's 'hf': the checkpoint's own); the config's dtype and, for a
+  classifier, its dataset's classes."""
+  model = hf.convert(hf.directory(cfg.init_from), hf.HEADS.get(cfg.model_name)).model
+  if cfg.model_name != hf.MODEL_NAME and not isinstance(model, models.get(cfg.model_name)):
+    raise errors.UserError(
+        f'init_from={cfg.init_from} holds a {type(model).__name__}; model.name='
+        f'{cfg.model_name!r} is a {models.get(cfg.model_name).__name__}: use a config of that '
+        f'model (or configs/hf.py, model.name={hf.MODEL_NAME!r}).')
+  overrides = {'dtype': jnp.dtype(cfg.dtype)}
+  if hasattr(model, 'num_classes') and task.name in tasks.CLASSIFICATIONS:
+    overrides['num_classes'] = cfg.data.num_classes
+  return model.clone(**overrides)
 
 
 def _init_state(model: nn.Module, optimizer: optax.GradientTransformation, task: tasks.Task,
@@ -429,10 +464,16 @@ def restore_or_create(exp: Experiment, checkpointer: checkpoint_lib.Checkpointer
 
 
 def initialise_from(exp: Experiment, state: TrainState) -> TrainState:
-  """`state` with the parameters that config.init_from's checkpoint holds (same path and shape)
-  restored bit for bit; the others (new heads) stay as initialised. The optimizer starts fresh."""
-  params, restored = checkpoint_lib.restore_params_for_init(
-      exp.cfg.init_from, state.params, checkpoint_metadata(exp))
+  """`state` with the parameters that config.init_from's checkpoint (or HuggingFace directory)
+  holds (same path and shape) restored bit for bit; the others (new heads) stay as initialised.
+  The optimizer starts fresh."""
+  if hf.is_hf(exp.cfg.init_from):
+    converted = hf.convert(hf.directory(exp.cfg.init_from), hf.HEADS.get(exp.cfg.model_name))
+    params, restored = checkpoint_lib.graft_params(
+        checkpoint_lib.flat_params(converted.params), state.params, f'init_from={exp.cfg.init_from}')
+  else:
+    params, restored = checkpoint_lib.restore_params_for_init(
+        exp.cfg.init_from, state.params, checkpoint_metadata(exp))
   if jax.process_index() == 0:
     fresh = sorted(set(checkpoint_lib.param_names(state.params)) - set(restored))
     print(f'Initialised {len(restored)} parameter arrays from {exp.cfg.init_from}; '

@@ -67,8 +67,9 @@ def test_a_parameter_of_another_shape_is_refused_naming_it(pretrained, tmp_path)
   config = _config(mlp_dim=48)
   config.init_from = workdir
   with pytest.raises(errors.UserError,
-                     match=r'init_from=.*parameter decoder_0/feed_forward/wi/bias is shape '
-                           r'\(64,\) in the checkpoint at step 3 and \(48,\) in this model'):
+                     match=r'init_from=.*the checkpoint at step 3 holds parameter '
+                           r'decoder_0/feed_forward/wi/bias of shape \(64,\); this model\'s is '
+                           r'\(48,\)'):
     _start(config, str(tmp_path))
 
 
@@ -76,7 +77,7 @@ def test_a_parameter_of_another_shape_is_refused_naming_it(pretrained, tmp_path)
     ('{workdir}/checkpoints/3', None),
     ('{workdir}/checkpoints', None),
     ('{workdir}/nothing', 'no such directory'),
-    ('hf:{workdir}', 'HuggingFace model directories are not supported yet'),
+    ('hf:{workdir}', 'is not a HuggingFace model directory'),
 ])
 def test_init_from_names_a_workdir_or_checkpoint(pretrained, tmp_path, path, message):
   workdir, saved = pretrained

@@ -14,6 +14,7 @@ Each family is a module of this package with `MODEL_TYPES` (the config's model_t
 where export is supported, `export(model, params) -> (config, tensors)`.
 """
 
+import functools
 import importlib
 from types import ModuleType
 from typing import Any, Optional
@@ -22,6 +23,7 @@ from etils import epath
 import numpy as np
 
 from seqjax import errors
+from seqjax import models
 from seqjax.hf import common
 
 # model_type in config.json -> the module of this package that ports it.
@@ -34,6 +36,27 @@ FAMILIES = {
 }
 
 PREFIX = 'hf:'  # config.init_from=hf:PATH
+MODEL_NAME = models.FROM_HF  # model.name of configs/hf.py: the model of init_from's directory
+
+# The head a seqjax model class asks of a family with several (BERT): by model.name.
+HEADS = {'bert_mlm': 'mlm', 'transformer_classifier': 'classification'}
+
+# The task of configs/hf.py's model (model.name='hf'), by model_type: what the modes run.
+TASKS = {'gpt2': 'lm', 't5': 'translation', 'marian': 'translation'}
+
+
+def is_hf(init_from: str) -> bool:
+  """Whether config.init_from names a HuggingFace directory (hf:PATH)."""
+  return init_from.startswith(PREFIX)
+
+
+def directory(init_from: str) -> epath.Path:
+  """PATH of init_from=hf:PATH, checked to be a model directory."""
+  path = epath.Path(init_from[len(PREFIX):])
+  if not (path / common.CONFIG_FILE).exists():
+    raise errors.UserError(f'init_from={init_from}: {path} is not a HuggingFace model directory '
+                           f'(no {common.CONFIG_FILE}).')
+  return path
 
 
 def family(config: dict) -> ModuleType:
@@ -47,10 +70,28 @@ def family(config: dict) -> ModuleType:
 
 def convert(path: epath.PathLike, head: Optional[str] = None) -> common.Converted:
   """The seqjax model, parameters and id map of the directory at `path`. head: which of the
-  family's heads to build (e.g. BERT's 'mlm' or 'classification'); None: the checkpoint's own."""
+  family's heads to build (e.g. BERT's 'mlm' or 'classification'); None: the checkpoint's own.
+  Converted once per process and (path, head): a run asks for it at build and at init."""
+  return _convert(str(path), head)
+
+
+@functools.lru_cache(maxsize=2)
+def _convert(path: str, head: Optional[str]) -> common.Converted:
   config = common.read_config(path)
-  tensors = common.Tensors(common.read_tensors(path), str(path))
+  tensors = common.Tensors(common.read_tensors(path), path)
   return family(config).convert(config, tensors, head)
+
+
+def task_name(path: epath.PathLike) -> str:
+  """The task that configs/hf.py runs with the directory's model (TASKS)."""
+  model_type = common.read_config(path).get('model_type')
+  family(common.read_config(path))  # an unsupported model_type fails first, naming it
+  if model_type not in TASKS:
+    raise errors.UserError(
+        f'model.name={MODEL_NAME!r} runs {", ".join(TASKS)} directories (generate, translate, '
+        f'evaluate); {path} holds a {model_type!r} model: fine-tune it with its own config '
+        f'and init_from=hf:{path} (e.g. configs/bert_finetune.py).')
+  return TASKS[model_type]
 
 
 def load(path: epath.PathLike, head: Optional[str] = None) -> tuple[Any, dict]:

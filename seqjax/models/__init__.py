@@ -23,6 +23,10 @@ MODELS: dict[str, type[nn.Module]] = {
     'vit': vit.VisionTransformer,  # Vision Transformer (Dosovitskiy et al. 2021)
 }
 
+# model.name of configs/hf.py: the model of config.init_from=hf:PATH, built by seqjax/hf (the
+# directory decides its class and every hyper-parameter).
+FROM_HF = 'hf'
+
 # Models whose `__call__` takes project=False and then returns seqjax.layers.embed.Projection (the
 # tied output projection left for the loss): they can train with config.loss_chunk_size > 0.
 CHUNKED_LOSS_MODELS = frozenset({'transformer', 'transformer_lm'})
