@@ -125,6 +125,7 @@ class TransformerLM(nn.Module):
   max_length: int = 1024
   remat: str = 'none'  # none | full | dots
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'relu'  # of the feed-forward layers: relu | gelu (tanh form: GPT-2) | ...
 
   def setup(self):
     self.embed = PositionalEmbed(self.vocab_size, self.embed_dim, self.position_embedding,
@@ -134,7 +135,7 @@ class TransformerLM(nn.Module):
     self.blocks = [
         block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
               dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
-              dtype=self.dtype, causal=True, name=f'layer_{i}')
+              dtype=self.dtype, causal=True, activation=self.activation, name=f'layer_{i}')
         for i in range(self.num_layers)]
     if self.pre_ln:
       self.final_norm = blocks.layer_norm('final_norm', self.dtype)
