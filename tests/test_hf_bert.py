@@ -2,6 +2,7 @@
 save_pretrained, read back by seqjax.hf, compared on random padded inputs (float32, atol 1e-5);
 and seqjax's BERT models written by hf.save, loaded by transformers, compared the same way."""
 
+import json
 import os
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # nothing may be downloaded
@@ -19,6 +20,7 @@ from seqjax import errors  # noqa: E402
 from seqjax import hf  # noqa: E402
 from seqjax.hf import bert  # noqa: E402
 from seqjax.hf import common  # noqa: E402
+from seqjax.models import decoder_only  # noqa: E402
 from seqjax.models import encoder_only  # noqa: E402
 
 VOCAB = 97
@@ -127,6 +129,23 @@ def test_base_model_hidden_states_and_pooled_equal_transformers(checkpoints, bat
   assert_close(seqjax_apply(converted, *batch), outputs.pooler_output)
 
 
+def test_a_pad_id_elsewhere_becomes_seqjax_0(tmp_path, batch):
+  """A checkpoint whose [PAD] is id 5: seqjax reads the same tokens relabelled (5 <-> 0), and
+  its logits are HuggingFace's with the vocabulary in seqjax's order."""
+  torch.manual_seed(1)
+  reference = perturbed(transformers.BertForMaskedLM(tiny_config(pad_token_id=5)), seed=7)
+  converted = hf.convert(save(reference, tmp_path))
+  to_seqjax = converted.id_map.to_seqjax
+  assert (to_seqjax[5], to_seqjax[0]) == (0, 5)
+  ids, segments = batch
+  hf_ids = np.where(ids == 0, 5, np.where(ids == 5, 0, ids))  # the same tokens in HF's ids
+  with torch.no_grad():
+    theirs = reference(input_ids=torch.tensor(hf_ids), attention_mask=torch.tensor(ids != 0).long(),
+                       token_type_ids=torch.tensor(segments)).logits  # [b, s, v]
+  ours = seqjax_apply(converted, to_seqjax[hf_ids], segments)
+  assert_close(ours[..., to_seqjax], theirs)
+
+
 @pytest.mark.parametrize('name', ['base', 'mlm', 'classification'])
 def test_params_have_the_model_init_tree(checkpoints, batch, name):
   converted = hf.convert(checkpoints[name][0])
@@ -158,7 +177,7 @@ def copy_checkpoint(source: str, target, drop: str = '', **config_overrides) -> 
   """A copy of the directory `source` without the tensor `drop`, its config.json overridden."""
   target.mkdir(parents=True, exist_ok=True)
   config = {**common.read_config(source), **config_overrides}
-  (target / common.CONFIG_FILE).write_text(__import__('json').dumps(config))
+  (target / common.CONFIG_FILE).write_text(json.dumps(config))
   tensors = {name: value for name, value in common.read_tensors(source).items() if name != drop}
   (target / common.WEIGHTS_FILE).write_bytes(safetensors_numpy.save(tensors))
   return str(target)
@@ -190,6 +209,40 @@ def test_an_untied_mlm_decoder_is_refused(checkpoints, tmp_path):
   (tmp_path / common.WEIGHTS_FILE).write_bytes(safetensors_numpy.save(tensors))
   with pytest.raises(errors.UserError, match='not tied'):
     hf.load(directory)
+
+
+def embedding_layer(**options) -> decoder_only.PositionalEmbed:
+  return decoder_only.PositionalEmbed(
+      vocab_size=11, features=8, position_embedding='learned', attention_name='dot_product',
+      max_length=6, dropout_rate=0.0, scale_embeddings=False, **options)
+
+
+def test_embedding_norm_is_a_layer_norm_of_the_embedding_sum():
+  """The new option against its formula in NumPy, also on the decoding path (at_positions);
+  left at its default, the embedding has no LayerNorm."""
+  ids = np.array([[3, 5, 7, 0], [10, 1, 0, 0]])
+  segments = np.array([[0, 0, 1, 0], [1, 1, 0, 0]])
+  layer = embedding_layer(num_segments=2, embedding_norm=True, norm_epsilon=1e-12)
+  params = flax.core.meta.unbox(layer.init(jax.random.PRNGKey(0), ids, True,
+                                           segments=segments)['params'])
+  params['norm'] = {'scale': np.linspace(0.5, 1.5, 8, dtype=np.float32),
+                    'bias': np.linspace(-1, 1, 8, dtype=np.float32)}
+  total = (np.asarray(params['embed']['table']['embedding'])[ids]
+           + np.asarray(params['segments'])[segments]
+           + np.asarray(params['positions'])[None, :ids.shape[1]])  # [b, t, e]
+  mean, variance = total.mean(-1, keepdims=True), total.var(-1, keepdims=True)
+  expected = (total - mean) / np.sqrt(variance + 1e-12) * params['norm']['scale'] + params[
+      'norm']['bias']
+  ours = layer.apply({'params': params}, ids, True, segments=segments)
+  np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-5)
+
+  layer = embedding_layer(embedding_norm=True)
+  params = layer.init(jax.random.PRNGKey(1), ids, True)['params']
+  positions = np.broadcast_to(np.arange(ids.shape[1]), ids.shape)
+  np.testing.assert_allclose(
+      layer.apply({'params': params}, ids, positions, method='at_positions'),
+      layer.apply({'params': params}, ids, True), rtol=0, atol=1e-6)
+  assert 'norm' not in embedding_layer().init(jax.random.PRNGKey(0), ids, True)['params']
 
 
 # Export: seqjax -> transformers.
