@@ -122,6 +122,7 @@ def topology_devices(topology: Topology) -> list[jax.Device]:
 class VocabularyOfSize:
   """Stands in for the trained tokenizer: the configured vocabulary size, and every text encodes
   to no ids (end of sequence and padding follow), so batches get their shapes, not contents."""
+  eos_id = tokenizer_lib.EOS_ID
 
   def __init__(self, vocab_size: int, special_tokens: Sequence[str] = ()):
     self.vocab_size = vocab_size

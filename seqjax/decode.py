@@ -70,13 +70,14 @@ def _real_token_logits(logits: Array, num_real_tokens: Optional[int]) -> Array:
 
 def _token_by_token(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
                     choose: Callable[[Array, Array], Array], num_real_tokens: Optional[int],
-                    start_ids: Optional[Array]) -> Array:
+                    start_ids: Optional[Array], eos_id: int = EOS_ID) -> Array:
   """The loop of greedy search and sampling: ids [b, max_length] int32, one token per step,
   `choose(logits [b, v] float32, position [] int32) -> ids [b]` picking it.
 
   limits [b] int32 caps each example's output length (at most max_length; 0 gives no token);
-  positions after an end-of-sequence id or past the limit are PAD_ID. The first step reads
-  start_ids [b] (default the start token PAD_ID). Stops once every example has finished.
+  positions after an end-of-sequence id (eos_id: the tokenizer's, seqjax's EOS_ID by default)
+  or past the limit are PAD_ID. The first step reads start_ids [b] (default the start token
+  PAD_ID). Stops once every example has finished.
   """
   batch_size = limits.shape[0]
 
@@ -90,7 +91,7 @@ def _token_by_token(step_fn: StepFn, cache: Cache, limits: Array, max_length: in
     next_ids = choose(_real_token_logits(logits, num_real_tokens), position)  # [b]
     next_ids = jnp.where(finished, PAD_ID, next_ids.astype(jnp.int32))
     ids = ids.at[:, position].set(next_ids)
-    finished = finished | (next_ids == EOS_ID) | (position + 1 >= limits)
+    finished = finished | (next_ids == eos_id) | (position + 1 >= limits)
     return position + 1, ids, finished, next_ids, cache
 
   ids = jnp.zeros((batch_size, max_length), jnp.int32)
@@ -101,17 +102,19 @@ def _token_by_token(step_fn: StepFn, cache: Cache, limits: Array, max_length: in
 
 
 def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
-           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None) -> Array:
+           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None,
+           eos_id: int = EOS_ID) -> Array:
   """The arg-max token at each position: ids [b, max_length] int32.
 
   limits [b] int32 caps each example's output length (at most max_length); positions after an
   end-of-sequence id or past the limit are PAD_ID. Stops once every example has finished.
   start_ids [b]: the first step's input (default the start token; a language model's prompt
-  ends in its own, see `prefill`).
+  ends in its own, see `prefill`). eos_id: the id that ends an example (a HuggingFace GPT-2's
+  end of text is seqjax id 0, hf/gpt2.py).
   """
   return _token_by_token(step_fn, cache, limits, max_length,
                          lambda logits, position: jnp.argmax(logits, axis=-1),
-                         num_real_tokens, start_ids)
+                         num_real_tokens, start_ids, eos_id)
 
 
 # Sampling: temperature, top-k and top-p are pure functions of logits in seqjax/sampling.py.
@@ -119,17 +122,18 @@ def greedy(step_fn: StepFn, cache: Cache, limits: Array, max_length: int,
 
 def sample(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, rngs: Array, *,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None) -> Array:
+           num_real_tokens: Optional[int] = None, start_ids: Optional[Array] = None,
+           eos_id: int = EOS_ID) -> Array:
   """Ancestral sampling: ids [b, max_length] int32, each token drawn from the softmax of
   `sampling.sampling_logits`: logits / temperature, top-k, then top-p filtered (temperature 0:
   the arg-max, which is `greedy`).
 
   rngs [b] are one key per example; the token at output position i of example r is drawn with
   fold_in(rngs[r], i), so an example's text depends on its key alone, not on the batch it is
-  in. limits, max_length and start_ids as in `greedy`.
+  in. limits, max_length, start_ids and eos_id as in `greedy`.
   """
   if temperature == 0:
-    return greedy(step_fn, cache, limits, max_length, num_real_tokens, start_ids)
+    return greedy(step_fn, cache, limits, max_length, num_real_tokens, start_ids, eos_id)
   if rngs.shape != limits.shape:
     raise ValueError(f'sample takes one key per example; got keys {rngs.shape} for limits '
                      f'{limits.shape}.')
@@ -139,7 +143,8 @@ def sample(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, rngs: 
     keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rngs, position)  # [b]
     return draw(keys, sampling.sampling_logits(logits, temperature=temperature, top_k=top_k,
                                                top_p=top_p))
-  return _token_by_token(step_fn, cache, limits, max_length, choose, num_real_tokens, start_ids)
+  return _token_by_token(step_fn, cache, limits, max_length, choose, num_real_tokens, start_ids,
+                         eos_id)
 
 
 def tile_beams(tree: Any, beam_size: int) -> Any:
@@ -196,7 +201,7 @@ def _search_done(state: BeamState, limits: Array, alpha: float) -> Array:
 
 
 def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
-               num_real_tokens: Optional[int]) -> BeamState:
+               num_real_tokens: Optional[int], eos_id: int = EOS_ID) -> BeamState:
   """Extends every live hypothesis by every token and keeps the best k open and k finished.
 
   Among the 2k best extensions, those ending in EOS (or reaching the length limit) are finished
@@ -214,7 +219,7 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
   top_ids = gather_beams(state.live_ids, top_beams)  # [b, 2k, t]
   top_ids = top_ids.at[:, :, state.position].set(top_tokens)
   length = state.position + 1
-  complete = (top_tokens == EOS_ID) | (length >= limits[:, None])  # [b, 2k]
+  complete = (top_tokens == eos_id) | (length >= limits[:, None])  # [b, 2k]
 
   live_log_probs, live = jax.lax.top_k(jnp.where(complete, -jnp.inf, top_log_probs),
                                        beam_size)  # [b, k] each
@@ -235,8 +240,8 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
 
 def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *,
                 beam_size: int, alpha: float, num_real_tokens: Optional[int] = None,
-                early_stopping: bool = True,
-                start_ids: Optional[Array] = None) -> BeamSearchOutput:
+                early_stopping: bool = True, start_ids: Optional[Array] = None,
+                eos_id: int = EOS_ID) -> BeamSearchOutput:
   """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty.
 
   cache has leaves [b, ...]; it is tiled to [b * k, ...] (`tile_beams`), so step_fn is called on
@@ -245,7 +250,7 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
   max_length): a hypothesis is complete when it ends in EOS or reaches its limit. The search
   stops once no example's live hypotheses can beat its best finished one, unless
   early_stopping is False (which gives the same result, later). start_ids [b]: the first step's
-  input, as in `greedy`.
+  input, and eos_id the id that completes a hypothesis, as in `greedy`.
   """
   batch_size = limits.shape[0]
   state = BeamState(
@@ -265,7 +270,7 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
     return going & ~jnp.all(_search_done(state, limits, alpha)) if early_stopping else going
 
   step = functools.partial(_beam_step, step_fn=step_fn, limits=limits, alpha=alpha,
-                           num_real_tokens=num_real_tokens)
+                           num_real_tokens=num_real_tokens, eos_id=eos_id)
   state = jax.lax.while_loop(not_done, step, state)
   # Every example ends with a finished hypothesis: all are complete at its length limit.
   return BeamSearchOutput(ids=state.finished_ids[:, 0], scores=state.finished_scores[:, 0],
@@ -397,9 +402,11 @@ def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
                 rngs: Optional[Array], *,
                 max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
                 top_p: float = 1.0, beam_size: int = 1, length_penalty: float = 0.0,
-                num_real_tokens: Optional[int] = None) -> Array:
+                num_real_tokens: Optional[int] = None, eos_id: int = EOS_ID) -> Array:
   """Continuations ids [b, max_new_tokens] of prompts [b, p] (left-aligned, lengths [b]) by a
-  language model (protocol above), PAD_ID after an end of sequence or the example's limit.
+  language model (protocol above), PAD_ID after an end of sequence (eos_id: the tokenizer's end
+  id, seqjax's EOS_ID unless the model's vocabulary puts it elsewhere, as GPT-2's at 0) or the
+  example's limit.
 
   beam_size > 1: beam search (GNMT length penalty alpha = length_penalty; temperature, top_k and
   top_p unused); else temperature 0: greedy search; else `sample` with rngs [b] (one key per
@@ -421,6 +428,7 @@ def lm_generate(model: nn.Module, params, prompts: Array, prompt_lengths: Array,
   if beam_size > 1:
     return beam_search(step_fn, cache, limits, max_new_tokens, beam_size=beam_size,
                        alpha=length_penalty, num_real_tokens=num_real_tokens,
-                       start_ids=start_ids).ids
+                       start_ids=start_ids, eos_id=eos_id).ids
   return sample(step_fn, cache, limits, max_new_tokens, rngs, temperature=temperature,
-                top_k=top_k, top_p=top_p, num_real_tokens=num_real_tokens, start_ids=start_ids)
+                top_k=top_k, top_p=top_p, num_real_tokens=num_real_tokens, start_ids=start_ids,
+                eos_id=eos_id)

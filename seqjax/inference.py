@@ -122,7 +122,8 @@ def make_generate_fn(exp: train.Experiment):
   """Jitted (params, prompts [b, p], prompt_lengths [b], example_ids [b]) -> continuations
   [b, generate.max_new_tokens] (decode.lm_generate with the config's `generate` settings).
   Example i samples with fold_in(key(generate.seed), i): its text does not depend on the other
-  prompts or on how they are batched."""
+  prompts or on how they are batched. Each continuation ends at the tokenizer's end id
+  (`eos_id`: 1 for seqjax's own, 0 for a HuggingFace GPT-2's)."""
   settings = exp.cfg.generate
   base_key = jax.random.key(settings.seed, impl=exp.cfg.rng_impl)
 
@@ -132,7 +133,8 @@ def make_generate_fn(exp: train.Experiment):
         exp.model, params, prompts, prompt_lengths, rngs,
         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
         top_k=settings.top_k, top_p=settings.top_p, beam_size=settings.beam_size,
-        length_penalty=settings.length_penalty, num_real_tokens=exp.tokenizer.vocab_size)
+        length_penalty=settings.length_penalty, num_real_tokens=exp.tokenizer.vocab_size,
+        eos_id=exp.tokenizer.eos_id)
   rows = exp.batch_sharding
   return jax.jit(generate_fn, in_shardings=(exp.state_sharding.params, rows, rows, rows),
                  out_shardings=sharding.replicated(exp.mesh))

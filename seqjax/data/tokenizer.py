@@ -24,6 +24,7 @@ MODEL_TYPES = ('unigram', 'bpe', 'char', 'word')
 
 class Tokenizer:
   """A SentencePiece model with the project's special ids."""
+  eos_id = EOS_ID  # the id that ends a text (seqjax/hf's tokenizers may put it elsewhere)
 
   def __init__(self, model_proto: bytes):
     self._sp = spm.SentencePieceProcessor(model_proto=model_proto)

@@ -43,7 +43,9 @@ class PositionalEmbed(nn.Module):
   'auto' is 'none' for attention functions that already see positions (rotary, ALiBi, relative:
   attention_lib.ENCODES_POSITIONS) and 'sinusoidal' (Vaswani et al. 2017, sec. 3.5) for the others;
   'learned' is GPT's table. With num_segments, a segment (token-type) table is added too: BERT's
-  sentence A and B embeddings (Devlin et al. 2019, sec. 3 and fig. 2).
+  sentence A and B embeddings (Devlin et al. 2019, sec. 3 and fig. 2). With embedding_norm the sum
+  goes through a LayerNorm before the dropout, as in BERT's code (its embedding_postprocessor), so
+  that the first block reads unit-variance inputs (HuggingFace's BertEmbeddings.LayerNorm).
   """
   vocab_size: int
   features: int
@@ -54,6 +56,8 @@ class PositionalEmbed(nn.Module):
   dtype: jnp.dtype = jnp.float32
   num_segments: int = 0  # rows of the segment table; 0: none
   scale_embeddings: bool = True  # token lookups times sqrt(features) (layers/embed.py Embed)
+  embedding_norm: bool = False  # a LayerNorm ('norm') over the sum of the embeddings (BERT)
+  norm_epsilon: float = blocks.NORM_EPSILON  # of that LayerNorm
 
   def setup(self):
     self.embed = embed.Embed(self.vocab_size, self.features, self.dtype,
@@ -67,6 +71,8 @@ class PositionalEmbed(nn.Module):
       self.segment_table = self.param(
           'segments', nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, 'embed')),
           (self.num_segments, self.features))
+    if self.embedding_norm:
+      self.norm = blocks.layer_norm('norm', self.dtype, epsilon=self.norm_epsilon)
     self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   @property
@@ -93,6 +99,8 @@ class PositionalEmbed(nn.Module):
       x = x + jnp.asarray(embed.sinusoidal_positions(length, self.features), self.dtype)[None]
     elif self.kind == 'learned':
       x = x + jnp.asarray(self.positions[:length], self.dtype)[None]
+    if self.embedding_norm:
+      x = self.norm(x)
     return self.dropout(x, deterministic=deterministic)
 
   def at_positions(self, ids: Array, positions: Array) -> Array:
@@ -104,7 +112,7 @@ class PositionalEmbed(nn.Module):
       x = x + jnp.asarray(table, self.dtype)[positions]  # + [b, t, e]
     elif self.kind == 'learned':
       x = x + jnp.asarray(self.positions, self.dtype)[positions]  # + [b, t, e]
-    return x
+    return self.norm(x) if self.embedding_norm else x
 
   def attend(self, x: Array) -> Array:
     return self.embed.attend(x)

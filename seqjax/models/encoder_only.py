@@ -94,21 +94,28 @@ def embed_and_encode(model: nn.Module, inputs: Array, segments: Optional[Array],
   embedder = decoder_only.PositionalEmbed(
       model.vocab_size, model.embed_dim, model.position_embedding, model.attention.name,
       model.max_length, model.dropout_rate, model.dtype, num_segments=model.num_segments,
-      scale_embeddings=model.scale_embeddings, name='embed')
+      scale_embeddings=model.scale_embeddings, embedding_norm=model.embedding_norm,
+      norm_epsilon=model.norm_epsilon, name='embed')
   x = embedder(inputs, deterministic, prefix=prefix, segments=segments)  # [b, s', e]
   mask = valid[:, None, None, :]  # [b, 1, 1, s']: no query attends to padding
   x = TransformerEncoder(
       model.num_layers, model.embed_dim, model.num_heads, model.mlp_dim, model.dropout_rate,
       model.pre_ln, model.attention, model.remat, model.dtype, model.activation,
-      model.norm_epsilon, name='encoder')(x, mask, deterministic, jnp.sum(valid, axis=-1, dtype=jnp.int32))
+      model.norm_epsilon, name='encoder')(
+          x, mask, deterministic, jnp.sum(valid, axis=-1, dtype=jnp.int32))
   return x, valid, embedder
 
 
 class TransformerClassifier(nn.Module):
   """Encoder-only Transformer: `__call__(inputs, segments=None) -> logits [b, c]` for inputs int
-  [b, s] (and segment ids int [b, s], read when num_segments > 0)."""
+  [b, s] (and segment ids int [b, s], read when num_segments > 0).
+
+  num_classes=0 leaves out the head: `__call__` then gives the pooled representation [b, e] (a
+  feature extractor, HuggingFace's BertModel pooler_output). hidden_states=True gives the final
+  hidden states [b, s', e] instead (s' = s, + 1 with input_format='plain' and pooling='cls').
+  """
   vocab_size: int
-  num_classes: int
+  num_classes: int  # 0: no head
   num_layers: int = 6
   embed_dim: int = 512
   num_heads: int = 8
@@ -129,11 +136,13 @@ class TransformerClassifier(nn.Module):
   dtype: jnp.dtype = jnp.float32
   norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (Google's BERT: 1e-12)
   scale_embeddings: bool = True  # lookups times sqrt(e), as the paper; BERT's checkpoints: False
+  embedding_norm: bool = False  # a LayerNorm over the embedding sum (BERT's checkpoints: True)
 
   @nn.compact
   def __call__(self, inputs: Array, segments: Optional[Array] = None, *,
-               deterministic: bool = True) -> Array:
-    """inputs [b, s] token ids (0 = padding) -> class logits [b, c] (float32)."""
+               deterministic: bool = True, hidden_states: bool = False) -> Array:
+    """inputs [b, s] token ids (0 = padding) -> class logits [b, c] (float32); see the class
+    docstring for num_classes=0 and hidden_states."""
     if self.pooling not in POOLINGS:
       raise errors.UserError(f'Unknown pooling {self.pooling!r}; known: {", ".join(POOLINGS)}.')
     if self.input_format not in INPUT_FORMATS:
@@ -154,6 +163,10 @@ class TransformerClassifier(nn.Module):
               x[:, 0]))  # [b, e]
     else:
       pooled = mean_pool(x, valid)  # [b, e]
+    if hidden_states:
+      return x.astype(jnp.float32)  # [b, s', e]
+    if not self.num_classes:
+      return pooled.astype(jnp.float32)  # [b, e]
     pooled = dropout_lib.Dropout(self.dropout_rate)(pooled, deterministic=deterministic)
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, name='head',
@@ -207,6 +220,7 @@ class BertMLM(nn.Module):
   dtype: jnp.dtype = jnp.float32
   norm_epsilon: float = blocks.NORM_EPSILON
   scale_embeddings: bool = True
+  embedding_norm: bool = False  # a LayerNorm over the embedding sum (BERT's checkpoints: True)
 
   @nn.compact
   def __call__(self, inputs: Array, segments: Optional[Array] = None, *,

@@ -89,8 +89,15 @@ def sinusoidal_2d_positions(grid_h: int, grid_w: int, features: int,
 
 
 class VisionTransformer(nn.Module):
-  """`__call__(images [b, H, W, C] float) -> logits [b, c]` (float32); see the module docstring."""
-  num_classes: int
+  """`__call__(images [b, H, W, C] float) -> logits [b, c]` (float32); see the module docstring.
+
+  representation_size > 0 puts the paper's pre-logits layer, tanh(dense) to that size, between
+  the pooled state and the head (sec. 3.1 "a MLP with one hidden layer at pre-training time";
+  HuggingFace's ViTModel pooler). num_classes=0 leaves out the head: `__call__` then gives the
+  pooled representation [b, e] (or [b, representation_size]). hidden_states=True gives the final
+  hidden states [b, t, e] (after the final LayerNorm) instead.
+  """
+  num_classes: int  # 0: no head
   patch_size: int = 16
   num_layers: int = 12
   embed_dim: int = 768
@@ -106,6 +113,7 @@ class VisionTransformer(nn.Module):
   dtype: jnp.dtype = jnp.float32
   activation: str = 'gelu'  # of the MLPs (layers/transformer.py ACTIVATIONS); gelu_exact: ViT's
   norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (Google's ViT checkpoints: 1e-12)
+  representation_size: int = 0  # the pre-logits layer's size; 0: none
 
   def _check(self) -> None:
     if self.pooling not in POOLINGS:
@@ -145,8 +153,10 @@ class VisionTransformer(nn.Module):
     return dropout_lib.Dropout(self.dropout_rate)(x, deterministic=deterministic)
 
   @nn.compact
-  def __call__(self, images: Array, *, deterministic: bool = True) -> Array:
-    """images [b, H, W, C] (normalised floats) -> class logits [b, c] (float32)."""
+  def __call__(self, images: Array, *, deterministic: bool = True,
+               hidden_states: bool = False) -> Array:
+    """images [b, H, W, C] (normalised floats) -> class logits [b, c] (float32); see the class
+    docstring for num_classes=0 and hidden_states."""
     self._check()
     x = self._embed(images, deterministic)  # [b, t, e]
     x = encoder_only.TransformerEncoder(
@@ -154,7 +164,18 @@ class VisionTransformer(nn.Module):
         pre_ln=True, attention=self.attention, remat=self.remat, dtype=self.dtype,
         activation=self.activation, norm_epsilon=self.norm_epsilon, name='encoder')(
             x, None, deterministic)  # [b, t, e], final LayerNorm included
+    if hidden_states:
+      return x.astype(jnp.float32)  # [b, t, e]
     pooled = x[:, 0] if self.pooling == 'cls' else jnp.mean(x, axis=1)  # [b, e]
+    if self.representation_size:
+      pooled = nn.tanh(nn.Dense(
+          self.representation_size, dtype=self.dtype, name='pre_logits',
+          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                   ('embed', 'mlp')),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)))(
+              pooled))  # [b, r]
+    if not self.num_classes:
+      return pooled.astype(jnp.float32)  # [b, e] or [b, r]
     logits = nn.Dense(
         self.num_classes, dtype=self.dtype, name='head',
         kernel_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed', None)),
