@@ -97,6 +97,11 @@ def task_name(path: epath.PathLike) -> str:
 def load(path: epath.PathLike, head: Optional[str] = None) -> tuple[Any, dict]:
   """(model, params) of a HuggingFace model directory; see `convert`."""
   converted = convert(path, head)
+  if converted.fresh:
+    raise errors.UserError(
+        f'{path} does not hold {", ".join(converted.fresh)} of the {head or "default"} head: '
+        'fine-tune it with config.init_from=hf:PATH (those parts start fresh), or pick '
+        'the checkpoint\'s own head.')
   return converted.model, converted.params
 
 

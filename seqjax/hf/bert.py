@@ -207,9 +207,18 @@ def convert(config: dict, tensors: common.Tensors, head: Optional[str]) -> commo
     model = encoder_only.TransformerClassifier(
         vocab_size=vocab_size, num_classes=classes, pooling='cls', input_format='bert',
         **options)
-    params['pooler'] = dense(tensors, f'{prefix}pooler.dense')
-    if classes:
+    # A checkpoint without them (BertForMaskedLM has no pooler) leaves them to start fresh when
+    # a run fine-tunes from it (init_from=hf:PATH); hf.load refuses the incomplete tree.
+    fresh = []
+    if f'{prefix}pooler.dense.weight' in tensors:
+      params['pooler'] = dense(tensors, f'{prefix}pooler.dense')
+    else:
+      fresh.append('pooler')
+    if classes and 'classifier.weight' in tensors:
       params['head'] = dense(tensors, 'classifier')
+    elif classes:
+      fresh.append('head')
+    return common.Converted(model, params, id_map, fresh=tuple(fresh))
   return common.Converted(model, params, id_map)
 
 

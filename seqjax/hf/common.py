@@ -123,3 +123,6 @@ class Converted:
   model: object
   params: dict
   id_map: IdMap
+  # Parts of the model the checkpoint does not hold (a classifier head on a masked-LM
+  # checkpoint): absent from params; a fine-tuning run (init_from=hf:PATH) initialises them.
+  fresh: tuple[str, ...] = ()
