@@ -285,3 +285,70 @@ def test_unsupported_config_fails_in_one_line(hf_model, tmp_path, key, value, na
   with pytest.raises(errors.UserError, match=named) as raised:
     hf.load(tmp_path)
   assert '\n' not in str(raised.value)
+
+
+def _table_step_fn(table, relabel):
+  """A step function whose logits [b, v] are table[position, previous id] (table [t, v, v]),
+  in a vocabulary relabelled by the permutation `relabel` (new id i is old id relabel[i])."""
+  table, relabel = jnp.asarray(table), jnp.asarray(relabel)
+
+  def step_fn(position, ids):  # position [b]: the cache
+    logits = table[position, relabel[ids]]  # [b, v], old ids' columns
+    return logits[:, relabel], position + 1
+  return step_fn
+
+
+@pytest.mark.parametrize('search', ['greedy', 'sample', 'beam'])
+def test_eos_id_ends_as_seqjax_end_id_does(search):
+  """Searching with eos_id=x equals searching with the default end id 1 in the vocabulary where
+  x and 1 swap names: eos_id reaches every search. The table makes ends likely. Sampling draws
+  by column, so a relabelled vocabulary draws otherwise: there, the ends and the padding after
+  them are checked, and that the default end id would not have stopped the rows."""
+  vocab, length, batch, end = 12, 10, 4, 7
+  table = np.random.default_rng(0).normal(size=(length, vocab, vocab)).astype(np.float32) * 3
+  table[:, :, end] += 1.5  # x ends some rows early
+  swap = np.arange(vocab)
+  swap[[1, end]] = [end, 1]
+  limits = jnp.full((batch,), length, jnp.int32)
+  start = np.array([2, 3, 4, 5], np.int32)
+
+  def run(relabel, eos_id):
+    step_fn, cache = _table_step_fn(table, relabel), jnp.zeros((batch,), jnp.int32)
+    if search == 'greedy':
+      return decode.greedy(step_fn, cache, limits, length, start_ids=relabel[start],
+                           eos_id=eos_id)
+    if search == 'sample':
+      rngs = jax.random.split(jax.random.key(0), batch)
+      return decode.sample(step_fn, cache, limits, length, rngs, start_ids=relabel[start],
+                           eos_id=eos_id)
+    return decode.beam_search(step_fn, cache, limits, length, beam_size=3, alpha=0.6,
+                              start_ids=relabel[start], eos_id=eos_id).ids
+
+  ids = np.asarray(run(np.arange(vocab), end))
+  if search == 'sample':
+    unstopped = np.asarray(run(np.arange(vocab), decode.EOS_ID))
+    ended = [row for row in unstopped if end in list(row)[:-1]]
+    assert any(row[list(row).index(end) + 1:].any() for row in ended)
+  else:
+    np.testing.assert_array_equal(ids, swap[np.asarray(run(swap, decode.EOS_ID))])
+  ended = [list(row).index(end) for row in ids if end in row]
+  assert any(position < length - 1 for position in ended)  # some row stopped early
+  for row in ids:
+    if end in row:
+      assert not row[list(row).index(end) + 1:].any()  # padding after the end
+
+
+def test_eos_id_zero_stops_greedy_search():
+  """GPT-2's end id is seqjax's padding id 0: greedy search stops there (the rest stays 0),
+  where with the default end id 1 the same table goes on after the 0."""
+  vocab, length = 9, 8
+  table = np.random.default_rng(1).normal(size=(length, vocab, vocab)).astype(np.float32)
+  table[:, :, 0] = -10.0
+  table[2, :, 0] = 10.0  # every row picks 0 at position 2, and only there
+  step_fn = _table_step_fn(table, np.arange(vocab))
+  cache, limits = jnp.zeros((3,), jnp.int32), jnp.full((3,), length, jnp.int32)
+  start = jnp.asarray([3, 4, 5], jnp.int32)
+  stopped = np.asarray(decode.greedy(step_fn, cache, limits, length, start_ids=start, eos_id=0))
+  assert (stopped[:, 2:] == 0).all() and (stopped[:, :2] != 0).all()
+  going_on = np.asarray(decode.greedy(step_fn, cache, limits, length, start_ids=start))
+  assert (going_on[:, 2] == 0).all() and going_on[:, 3:].any()
