@@ -39,7 +39,8 @@ TEXTS = ['the quick brown fox jumps over the lazy dog', 'hello world, hello seqj
 
 def _train_tokenizer(directory):
   """A GPT-2 style byte-level BPE tokenizer.json with <|endoftext|> as its last id."""
-  from tokenizers import decoders, models, pre_tokenizers, trainers  # pylint: disable=g-import-not-at-top
+  decoders, models = tokenizers.decoders, tokenizers.models
+  pre_tokenizers, trainers = tokenizers.pre_tokenizers, tokenizers.trainers
   tokenizer = tokenizers.Tokenizer(models.BPE())
   tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tokenizer.decoder = decoders.ByteLevel()
