@@ -353,3 +353,17 @@ def test_eos_id_zero_stops_greedy_search():
   assert (stopped[:, 2:] == 0).all() and (stopped[:, :2] != 0).all()
   going_on = np.asarray(decode.greedy(step_fn, cache, limits, length, start_ids=start))
   assert (going_on[:, 2] == 0).all() and going_on[:, 3:].any()
+
+
+def test_texts_end_with_the_tokenizers_end_id(hf_model, converted):
+  """The data pipeline ends each text with the tokenizer's eos_id: GPT-2's <|endoftext|> (0,
+  which is also padding), not seqjax's 1 (a '"' in GPT-2's vocabulary)."""
+  from seqjax.data import batching  # pylint: disable=g-import-not-at-top
+  from seqjax.hf import text_tokenizers  # pylint: disable=g-import-not-at-top
+  directory, _ = hf_model
+  text = 'hello world'
+  for tokenizer in (hf.load_tokenizer(directory),
+                    text_tokenizers.JsonTokenizer(directory, converted.id_map, eos_id=5)):
+    ids = tokenizer.encode([text])[0]
+    row = batching.encode_texts(tokenizer, [text], len(ids) + 3, 'max_target_length')[0]
+    assert row.tolist() == ids + [tokenizer.eos_id, 0, 0]
