@@ -367,3 +367,15 @@ def test_texts_end_with_the_tokenizers_end_id(hf_model, converted):
     ids = tokenizer.encode([text])[0]
     row = batching.encode_texts(tokenizer, [text], len(ids) + 3, 'max_target_length')[0]
     assert row.tolist() == ids + [tokenizer.eos_id, 0, 0]
+
+
+def test_bare_gpt2_model_tensors_convert_the_same(hf_model, converted, tmp_path):
+  """A GPT2Model's checkpoint names its tensors without 'transformer.'; its tied head is wte."""
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  directory, _ = hf_model
+  tensors = {name.removeprefix('transformer.'): value
+             for name, value in common.read_tensors(directory).items()}
+  assert 'h.0.attn.c_attn.weight' in tensors
+  safetensors_numpy.save_file(tensors, str(tmp_path / 'model.safetensors'))
+  shutil.copy(directory / 'config.json', tmp_path / 'config.json')
+  jax.tree.map(np.testing.assert_array_equal, hf.convert(tmp_path).params, converted.params)
