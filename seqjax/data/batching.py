@@ -18,13 +18,14 @@ from seqjax.data import tokenizer as tokenizer_lib
 
 def encode_texts(tokenizer: tokenizer_lib.Tokenizer, texts: Sequence[str], max_length: int,
                  length_key: str) -> list[np.ndarray]:
-  """Each text as int32 [max_length]: its ids, end of sequence, zero padding.
+  """Each text as int32 [max_length]: its ids, end of sequence (the tokenizer's `eos_id`: 1, or
+  where a HuggingFace vocabulary has it, as GPT-2's 0), zero padding.
 
   A text that does not fit raises, naming the config key (`data.<length_key>`) that bounds it.
   """
   rows = []
   for text, ids in zip(texts, tokenizer.encode(texts)):
-    ids = ids + [tokenizer_lib.EOS_ID]
+    ids = ids + [tokenizer.eos_id]
     if len(ids) > max_length:
       raise errors.UserError(f'A text of {len(ids)} tokens (end of sequence included) is over the '
                              f'maximum {max_length} (data.{length_key}): {text[:80]!r}')

@@ -120,8 +120,8 @@ def save(model, params: dict, path: epath.PathLike) -> None:
   """Writes `model` with `params` as a HuggingFace directory (config.json, model.safetensors)."""
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  exporters = [importlib.import_module(f'seqjax.hf.{name}') for name in ('gpt2', 'bert')]
-  for module in exporters:
+  for name in ('gpt2', 'bert'):  # imported in turn: the first that exports the model is used
+    module = importlib.import_module(f'seqjax.hf.{name}')
     if module.exports(model):
       config, tensors = module.export(model, params)
       break

@@ -222,7 +222,9 @@ def export(model: decoder_only.TransformerLM, params: dict) -> tuple[dict, dict[
   """(config.json dict, tensors by name) of the GPT2LMHeadModel that computes `model`.
 
   Ids: seqjax id 0 (padding and start) becomes the last id, GPT-2's <|endoftext|> (bos = eos),
-  by the inverse of `vocabulary`'s map, so that a ported GPT-2 goes back to its own ids.
+  by the inverse of `vocabulary`'s map, so that a ported GPT-2 goes back to its own ids. A model
+  trained in seqjax on its own vocabulary ends texts with id 1, which stays HuggingFace id 1:
+  set eos_token_id to 1 in the written config.json for transformers' generate to stop there.
   """
   _check_exportable(model)
   vocab_size, embed_dim, num_heads = model.vocab_size, model.embed_dim, model.num_heads
