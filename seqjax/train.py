@@ -146,6 +146,11 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
   if tokenizer is None:
     tokenizer = _build_tokenizer(cfg, workdir, task,
                                  lambda: _load_split(cfg.data_name, cfg.data, 'train'))
+  model = _build_model(cfg, task, tokenizer)
+  if cfg.model_name == hf.MODEL_NAME:  # configs/hf.py: the lengths that the directory's model takes
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
+        cfg.data, max_source_length=min(cfg.data.max_source_length, model.max_length),
+        max_target_length=min(cfg.data.max_target_length, model.max_length)))
   encoder = batching.make_encoder(task.name, tokenizer, cfg.data)
   if task.prepare is not None:  # a vocabulary without BERT's pieces fails here, not in the step
     masked_lm.TokenIds.of(tokenizer)
@@ -154,7 +159,6 @@ def build(config: ml_collections.ConfigDict | config_lib.Config, workdir: str, *
     for split in ('eval', 'test') if filtered else ('train', 'eval', 'test'):
       batching.check_lengths(task.name, tokenizer, cfg.data, _load_split(
           cfg.data_name, cfg.data, split), f'the {split} split of {cfg.data_name}')
-  model = _build_model(cfg, task, tokenizer)
   optimizer, schedule = optim.make_optimizer(cfg.optimizer, cfg.num_train_steps)
 
   # Shapes for init: an empty text (a first training record may be over the maximum length and
@@ -228,7 +232,8 @@ def _hf_model(cfg: config_lib.Config, task: tasks.Task) -> nn.Module:
   directory decides every hyper-parameter, the config's model.name which head (BERT's masked-LM
   or classifier; configs/hf.py's 'hf': the checkpoint's own); the config's dtype and, for a
   classifier, its dataset's classes."""
-  model = hf.convert(hf.directory(cfg.init_from), hf.HEADS.get(cfg.model_name)).model
+  directory = hf.directory(cfg.init_from)
+  model = hf.convert(directory, hf.head_for(directory, cfg.model_name)).model
   if cfg.model_name != hf.MODEL_NAME and not isinstance(model, models.get(cfg.model_name)):
     raise errors.UserError(
         f'init_from={cfg.init_from} holds a {type(model).__name__}; model.name='
@@ -468,7 +473,8 @@ def initialise_from(exp: Experiment, state: TrainState) -> TrainState:
   holds (same path and shape) restored bit for bit; the others (new heads) stay as initialised.
   The optimizer starts fresh."""
   if hf.is_hf(exp.cfg.init_from):
-    converted = hf.convert(hf.directory(exp.cfg.init_from), hf.HEADS.get(exp.cfg.model_name))
+    directory = hf.directory(exp.cfg.init_from)
+    converted = hf.convert(directory, hf.head_for(directory, exp.cfg.model_name))
     params, restored = checkpoint_lib.graft_params(
         checkpoint_lib.flat_params(converted.params), state.params, f'init_from={exp.cfg.init_from}')
   else:

@@ -57,7 +57,7 @@ def test_train_evaluate_translate(tmp_path):
 
 @pytest.mark.parametrize('flag,message', [
     ('--config.model.nmu_heads=2', 'nmu_heads'),
-    ('--config.model.name=rnn_typo', "Unknown model 'rnn_typo'; known models: bert_mlm, rnn_classifier, rnn_lm, seq2seq, transformer"),
+    ('--config.model.name=rnn_typo', "Unknown model 'rnn_typo'; known models: bert_mlm, rnn_classifier, rnn_lm, seq2seq, t5, transformer"),
     ('--config.data.name=wmt', "Unknown dataset 'wmt'; known datasets: adding, cifar10, dates"),
 ])
 def test_bad_config_fails_fast_with_a_clear_message(tmp_path, flag, message):

@@ -83,7 +83,7 @@ def test_heads_that_do_not_divide_the_model_axis_are_refused(tmp_path):
 
 
 def test_unknown_names_and_keys_are_refused():
-  with pytest.raises(ValueError, match="Unknown model 'transfomer'; known models: bert_mlm, rnn_classifier, rnn_lm, seq2seq, transformer"):
+  with pytest.raises(ValueError, match="Unknown model 'transfomer'; known models: bert_mlm, rnn_classifier, rnn_lm, seq2seq, t5, transformer"):
     config_lib.typed(_config(**{'model.name': 'transfomer'}))
   with pytest.raises(ValueError, match="Unknown dataset 'datez'; known datasets: adding, cifar10, dates"):
     config_lib.typed(_config(**{'data.name': 'datez'}))

@@ -38,8 +38,8 @@ FAMILIES = {
 PREFIX = 'hf:'  # config.init_from=hf:PATH
 MODEL_NAME = models.FROM_HF  # model.name of configs/hf.py: the model of init_from's directory
 
-# The head a seqjax model class asks of a family with several (BERT): by model.name.
-HEADS = {'bert_mlm': 'mlm', 'transformer_classifier': 'classification'}
+# The head that a config's model.name asks of a BERT directory (the other families have one).
+BERT_HEADS = {'bert_mlm': 'mlm', 'transformer_classifier': 'classification'}
 
 # The task of configs/hf.py's model (model.name='hf'), by model_type: what the modes run.
 TASKS = {'gpt2': 'lm', 't5': 'translation', 'marian': 'translation'}
@@ -80,6 +80,14 @@ def _convert(path: str, head: Optional[str]) -> common.Converted:
   config = common.read_config(path)
   tensors = common.Tensors(common.read_tensors(path), path)
   return family(config).convert(config, tensors, head)
+
+
+def head_for(path: epath.PathLike, model_name: str) -> Optional[str]:
+  """The head to build for a config's model.name: BERT's by BERT_HEADS; None (the checkpoint's
+  own) for the other families and for configs/hf.py."""
+  if common.read_config(path).get('model_type') == 'bert':
+    return BERT_HEADS.get(model_name)
+  return None
 
 
 def task_name(path: epath.PathLike) -> str:

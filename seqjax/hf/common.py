@@ -12,6 +12,7 @@ and `hf.save` applies the inverse.
 
 import dataclasses
 import json
+import os
 from typing import Optional
 
 from etils import epath
@@ -39,7 +40,9 @@ def read_tensors(directory: epath.PathLike) -> dict[str, np.ndarray]:
   if not path.exists():
     raise errors.UserError(f'{directory} has no {WEIGHTS_FILE} (seqjax reads safetensors '
                            'weights; save the model with safe_serialization=True).')
-  return safetensors_numpy.load(path.read_bytes())
+  if os.path.exists(str(path)):  # a local file: memory-mapped, not read whole then copied
+    return safetensors_numpy.load_file(str(path))
+  return safetensors_numpy.load(path.read_bytes())  # gs://: its bytes
 
 
 class Tensors:
