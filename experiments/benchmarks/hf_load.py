@@ -7,10 +7,12 @@ BERT-base (uncased) and GPT-2 small are built from their published configs (tran
 BertConfig() and GPT2Config() defaults) with random weights and written once with
 `save_pretrained` under --cache_dir: speed and memory do not depend on the values.
 
-Load: each of `seqjax.hf.load(dir)` and `*.from_pretrained(dir)` runs in a fresh Python process
-(imports done first, not counted) that reports the wall time of the call and the growth of its
-peak resident memory (ru_maxrss) over it; the median of --rounds processes. The safetensors file's
-size is the floor: one float32 copy of the weights.
+Load: each of `seqjax.hf.load(dir)` (then the parameters put on the device) and
+`*.from_pretrained(dir)` (then every parameter read once: transformers memory-maps the file and
+would otherwise not have read the weights at all) runs in a fresh Python process (imports done
+first, not counted) that reports the wall time and the growth of its peak resident memory
+(ru_maxrss) over it; the median of --rounds processes. The safetensors file's size is the floor:
+one float32 copy of the weights.
 
 Generation: one prompt of --prompt_tokens random ids, greedy, --new_tokens new tokens, batch 1.
 seqjax: `decode.lm_generate` jitted (the key/value cache, seqjax/models/decoder_only.py), timed
@@ -39,12 +41,12 @@ if kind == 'seqjax':
   import jax
   from seqjax import hf
   load = lambda: hf.load(path)
-  block = lambda loaded: jax.block_until_ready(loaded[1])
+  block = lambda loaded: jax.block_until_ready(jax.device_put(loaded[1]))
 else:
   import torch, transformers
   cls = getattr(transformers, json.load(open(os.path.join(path, 'config.json')))['architectures'][0])
   load = lambda: cls.from_pretrained(path)
-  block = lambda loaded: None
+  block = lambda loaded: [float(p.detach().sum()) for p in loaded.parameters()]  # read them all
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 block(load())
@@ -70,12 +72,15 @@ def _models(cache_dir: str) -> dict[str, str]:
   return directories
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _load_row(directory: str, rounds: int) -> dict:
   row = {'safetensors_mib': os.path.getsize(os.path.join(directory, 'model.safetensors')) / 2**20}
   for kind in ('seqjax', 'transformers'):
     runs = [json.loads(subprocess.run(
         [sys.executable, '-c', _LOAD_SNIPPET, kind, directory], check=True, capture_output=True,
-        text=True).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
+        text=True, env={**os.environ, 'PYTHONPATH': _ROOT}).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
     row[kind] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
   row['seconds_seqjax_over_transformers'] = (row['seqjax']['seconds']
                                              / row['transformers']['seconds'])
@@ -89,6 +94,8 @@ def _generation(directory: str, prompt_tokens: int, new_tokens: int, rounds: int
   import transformers  # pylint: disable=g-import-not-at-top
   from seqjax import decode  # pylint: disable=g-import-not-at-top
   from seqjax import hf  # pylint: disable=g-import-not-at-top
+  from seqjax.hf import common  # pylint: disable=g-import-not-at-top
+  from seqjax.hf import gpt2  # pylint: disable=g-import-not-at-top
 
   converted = hf.convert(directory)
   model, params, id_map = converted.model, converted.params, converted.id_map
@@ -98,7 +105,8 @@ def _generation(directory: str, prompt_tokens: int, new_tokens: int, rounds: int
 
   generate = jax.jit(lambda params, prompts: decode.lm_generate(
       model, params, prompts, jax.numpy.array([prompt_tokens], jax.numpy.int32), None,
-      max_new_tokens=new_tokens, temperature=0.0, eos_id=hf.load_tokenizer(directory).eos_id))
+      max_new_tokens=new_tokens, temperature=0.0,
+      eos_id=gpt2.eos_id(common.read_config(directory), id_map)))
   seqjax_ids = np.asarray(generate(params, prompts))[0]  # compiles
   seqjax_times = []
   for _ in range(rounds):
