@@ -149,3 +149,13 @@ def test_generate_mode_continues_as_transformers_generate(gpt2, tmp_path):
       new = new[:new.index(eot)]
     assert text == tokenizer.decode(new), prompt
   assert not os.path.exists(tmp_path / 'checkpoints') or not os.listdir(tmp_path / 'checkpoints')
+
+
+def test_bert_fine_tuning_trains_and_evaluates(bert_directory, tmp_path):
+  """The smoke run end to end from the directory: it trains, checkpoints and evaluates with the
+  directory's tokenizer, and the test metrics are finite."""
+  config = bert_finetune.get_config('smoke')
+  config.init_from = 'hf:' + bert_directory
+  metrics = train.train_and_evaluate(config, str(tmp_path))
+  assert 0.0 <= metrics['test_accuracy'] <= 100.0 and np.isfinite(metrics['test_loss'])
+  assert os.listdir(tmp_path / 'checkpoints')
