@@ -232,9 +232,14 @@ class MultiHeadAttention(nn.Module):
     return self.attend(inputs_q, *self.project_kv(inputs_kv), mask, **kwargs)
 
 
-# gelu: the tanh approximation, as BERT, ViT and T5 v1.1. gated_gelu: GEGLU (Shazeer 2020, eq. 6),
-# gelu(x W) * (x V), the feed-forward layer of T5 v1.1.
-ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu, 'gated_gelu': nn.gelu}
+# gelu: the tanh approximation (GPT-2's, HuggingFace's "gelu_new"; seqjax's BERT and ViT configs
+# use it too). gelu_exact: x Phi(x) with the normal CDF, as Google's BERT and ViT checkpoints
+# (HuggingFace's "gelu"). silu: x sigmoid(x), "swish" (Marian / OPUS-MT). gated_gelu: GEGLU
+# (Shazeer 2020, eq. 6), gelu(x W) * (x V) with the tanh GELU, the feed-forward layer of T5 v1.1.
+ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu,
+               'gelu_exact': functools.partial(nn.gelu, approximate=False), 'silu': nn.silu,
+               'gated_gelu': nn.gelu}
+NORM_EPSILON = 1e-6  # of every LayerNorm and RMS norm unless a model says otherwise
 GATED = frozenset({'gated_gelu'})
 
 
@@ -271,14 +276,16 @@ class FeedForward(nn.Module):
         bias_init=nn.with_logical_partitioning(_zeros, ('embed',)))(hidden)
 
 
-def layer_norm(name: str, dtype: jnp.dtype, kind: str = 'layer') -> nn.Module:
-  """LayerNorm (kind 'layer'), or T5's RMS norm without bias or mean (kind 'rms', norms.py)."""
+def layer_norm(name: str, dtype: jnp.dtype, kind: str = 'layer',
+               epsilon: float = NORM_EPSILON) -> nn.Module:
+  """LayerNorm (kind 'layer'), or T5's RMS norm without bias or mean (kind 'rms', norms.py);
+  epsilon is added to the variance (BERT and ViT 1e-12, GPT-2 and Marian 1e-5, T5 1e-6)."""
   if kind == 'rms':
-    return norms.RMSNorm(dtype=dtype, name=name)
+    return norms.RMSNorm(epsilon=epsilon, dtype=dtype, name=name)
   if kind != 'layer':
     raise errors.UserError(f'Unknown norm {kind!r}; known: layer, rms.')
   return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, name=name,
+      epsilon=epsilon, dtype=dtype, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
       bias_init=nn.with_logical_partitioning(_zeros, ('embed',)))
 
@@ -295,10 +302,11 @@ class Residual(nn.Module):
   pre_ln: bool
   dtype: jnp.dtype = jnp.float32
   norm: str = 'layer'  # layer | rms (T5)
+  norm_epsilon: float = NORM_EPSILON
 
   @nn.compact
   def __call__(self, x: Array, sublayer: Callable, deterministic: bool, has_aux: bool = False):
-    norm = layer_norm('norm', self.dtype, self.norm)
+    norm = layer_norm('norm', self.dtype, self.norm, self.norm_epsilon)
     dropout = dropout_lib.Dropout(self.dropout_rate)
     sublayer_output = sublayer(norm(x) if self.pre_ln else x)
     output, aux = sublayer_output if has_aux else (sublayer_output, None)
@@ -321,16 +329,18 @@ class EncoderBlock(nn.Module):
   attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   dtype: jnp.dtype = jnp.float32
   causal: bool = False  # True: `mask` is the causal mask (a decoder-only language model)
-  activation: str = 'relu'  # of the feed-forward layer: relu | gelu | gated_gelu
+  activation: str = 'relu'  # of the feed-forward layer: a name in ACTIVATIONS
   # T5's options (models/t5.py): head dim d apart from embed_dim / num_heads, no biases in the
   # dense layers, RMS norm, and dropout on the feed-forward layer's hidden activations as well.
   head_dim: Optional[int] = None
   use_bias: bool = True
   norm: str = 'layer'  # layer | rms
   feed_forward_dropout: bool = False
+  norm_epsilon: float = NORM_EPSILON
 
   def setup(self):
-    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm)
+    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm,
+                                 self.norm_epsilon)
     self.self_attention = MultiHeadAttention(self.num_heads, self.embed_dim, self.attention,
                                              self.dtype, self.head_dim, self.use_bias)
     self.attention_residual = residual()
@@ -393,14 +403,16 @@ class DecoderBlock(nn.Module):
   pre_ln: bool
   attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   dtype: jnp.dtype = jnp.float32
-  activation: str = 'relu'  # of the feed-forward layer: relu | gelu | gated_gelu
+  activation: str = 'relu'  # of the feed-forward layer: a name in ACTIVATIONS
   head_dim: Optional[int] = None  # T5's options, as EncoderBlock's
   use_bias: bool = True
   norm: str = 'layer'
   feed_forward_dropout: bool = False
+  norm_epsilon: float = NORM_EPSILON
 
   def setup(self):
-    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm)
+    residual = functools.partial(Residual, self.dropout_rate, self.pre_ln, self.dtype, self.norm,
+                                 self.norm_epsilon)
     attention = functools.partial(MultiHeadAttention, self.num_heads, self.embed_dim,
                                   dtype=self.dtype, head_dim=self.head_dim,
                                   use_bias=self.use_bias)

@@ -53,9 +53,11 @@ class PositionalEmbed(nn.Module):
   dropout_rate: float
   dtype: jnp.dtype = jnp.float32
   num_segments: int = 0  # rows of the segment table; 0: none
+  scale_embeddings: bool = True  # token lookups times sqrt(features) (layers/embed.py Embed)
 
   def setup(self):
-    self.embed = embed.Embed(self.vocab_size, self.features, self.dtype, name='embed')
+    self.embed = embed.Embed(self.vocab_size, self.features, self.dtype,
+                             scale=self.scale_embeddings, name='embed')
     if self.kind == 'learned':
       self.positions = self.param(
           'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
@@ -125,19 +127,23 @@ class TransformerLM(nn.Module):
   max_length: int = 1024
   remat: str = 'none'  # none | full | dots
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'relu'  # of the feed-forward layers (layers/transformer.py ACTIVATIONS)
+  norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (GPT-2: 1e-5)
+  scale_embeddings: bool = True  # token lookups times sqrt(e), as the paper; GPT-2: False
 
   def setup(self):
     self.embed = PositionalEmbed(self.vocab_size, self.embed_dim, self.position_embedding,
                                  self.attention.name, self.max_length, self.dropout_rate,
-                                 self.dtype)
+                                 self.dtype, scale_embeddings=self.scale_embeddings)
     block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     self.blocks = [
         block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
               dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
-              dtype=self.dtype, causal=True, name=f'layer_{i}')
+              dtype=self.dtype, causal=True, activation=self.activation,
+              norm_epsilon=self.norm_epsilon, name=f'layer_{i}')
         for i in range(self.num_layers)]
     if self.pre_ln:
-      self.final_norm = blocks.layer_norm('final_norm', self.dtype)
+      self.final_norm = blocks.layer_norm('final_norm', self.dtype, epsilon=self.norm_epsilon)
     self.position_bias = embed.stack_bias(self.num_heads, self.embed_dim, self.attention,
                                           bidirectional=False)  # relative_bias only (T5)
 

@@ -49,7 +49,8 @@ class TransformerEncoder(nn.Module):
   attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
-  activation: str = 'relu'  # of the feed-forward layers: relu | gelu (the Vision Transformer)
+  activation: str = 'relu'  # of the feed-forward layers (layers/transformer.py ACTIVATIONS)
+  norm_epsilon: float = blocks.NORM_EPSILON
 
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array], deterministic: bool,
@@ -63,10 +64,12 @@ class TransformerEncoder(nn.Module):
     for i in range(self.num_layers):
       x = block(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                 dropout_rate=self.dropout_rate, pre_ln=self.pre_ln, attention=self.attention,
-                dtype=self.dtype, activation=self.activation,
+                dtype=self.dtype, activation=self.activation, norm_epsilon=self.norm_epsilon,
                 name=f'layer_{i}')(
                     x, mask, deterministic, None, key_lengths, bias)
-    return blocks.layer_norm('final_norm', self.dtype)(x) if self.pre_ln else x
+    if not self.pre_ln:
+      return x
+    return blocks.layer_norm('final_norm', self.dtype, epsilon=self.norm_epsilon)(x)
 
 
 def mean_pool(x: Array, valid: Array) -> Array:
@@ -91,13 +94,13 @@ def embed_and_encode(model: nn.Module, inputs: Array, segments: Optional[Array],
   embedder = decoder_only.PositionalEmbed(
       model.vocab_size, model.embed_dim, model.position_embedding, model.attention.name,
       model.max_length, model.dropout_rate, model.dtype, num_segments=model.num_segments,
-      name='embed')
+      scale_embeddings=model.scale_embeddings, name='embed')
   x = embedder(inputs, deterministic, prefix=prefix, segments=segments)  # [b, s', e]
   mask = valid[:, None, None, :]  # [b, 1, 1, s']: no query attends to padding
   x = TransformerEncoder(
       model.num_layers, model.embed_dim, model.num_heads, model.mlp_dim, model.dropout_rate,
       model.pre_ln, model.attention, model.remat, model.dtype, model.activation,
-      name='encoder')(x, mask, deterministic, jnp.sum(valid, axis=-1, dtype=jnp.int32))
+      model.norm_epsilon, name='encoder')(x, mask, deterministic, jnp.sum(valid, axis=-1, dtype=jnp.int32))
   return x, valid, embedder
 
 
@@ -120,10 +123,12 @@ class TransformerClassifier(nn.Module):
   # vocabulary (a BERT encoder's inputs; see the module docstring)
   input_format: str = 'plain'
   num_segments: int = 0  # segment (token-type) embeddings: BERT 2; 0 none
-  activation: str = 'relu'  # of the feed-forward layers: relu | gelu (BERT)
+  activation: str = 'relu'  # of the feed-forward layers: relu | gelu | gelu_exact (BERT) | ...
   max_length: int = 512
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
+  norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (Google's BERT: 1e-12)
+  scale_embeddings: bool = True  # lookups times sqrt(e), as the paper; BERT's checkpoints: False
 
   @nn.compact
   def __call__(self, inputs: Array, segments: Optional[Array] = None, *,
@@ -164,6 +169,8 @@ class MaskedLMHead(nn.Module):
   vocab_size: int
   embed_dim: int
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'gelu'  # the model's feed-forward activation, as BERT's code
+  norm_epsilon: float = blocks.NORM_EPSILON
 
   @nn.compact
   def __call__(self, x: Array, embedder: decoder_only.PositionalEmbed) -> Array:
@@ -172,7 +179,8 @@ class MaskedLMHead(nn.Module):
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(),
                                                  ('embed', 'mlp')),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('mlp',)))(x)
-    x = blocks.layer_norm('norm', self.dtype)(nn.gelu(x))  # [b, s, e]
+    activation = blocks.ACTIVATIONS[self.activation]
+    x = blocks.layer_norm('norm', self.dtype, epsilon=self.norm_epsilon)(activation(x))  # [b,s,e]
     bias = self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                            ('vocab',)), (self.vocab_size,))
     return embedder.attend(x) + bias[None, None]  # [b, s, v] float32
@@ -197,11 +205,14 @@ class BertMLM(nn.Module):
   max_length: int = 512
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
+  norm_epsilon: float = blocks.NORM_EPSILON
+  scale_embeddings: bool = True
 
   @nn.compact
   def __call__(self, inputs: Array, segments: Optional[Array] = None, *,
                deterministic: bool = True) -> Array:
     """inputs [b, s] token ids (0 = padding), segments [b, s] -> logits [b, s, v] float32."""
     x, _, embedder = embed_and_encode(self, inputs, segments, deterministic)  # [b, s, e]
-    return MaskedLMHead(self.vocab_size, self.embed_dim, self.dtype, name='mlm_head')(
+    return MaskedLMHead(self.vocab_size, self.embed_dim, self.dtype, self.activation,
+                        self.norm_epsilon, name='mlm_head')(
         x, embedder)

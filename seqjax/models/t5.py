@@ -115,6 +115,7 @@ class T5(nn.Module):
   max_length: int = 512  # longest source or target accepted
   remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
+  norm_epsilon: float = blocks.NORM_EPSILON  # of the RMS norms (T5's layer_norm_epsilon)
 
   def setup(self):
     if self.attention.name not in attention_lib.ENCODES_POSITIONS:
@@ -126,15 +127,16 @@ class T5(nn.Module):
     block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=True, attention=self.attention,
                       dtype=self.dtype, activation=self.feed_forward, head_dim=self.head_dim,
-                      use_bias=False, norm='rms', feed_forward_dropout=True)
+                      use_bias=False, norm='rms', feed_forward_dropout=True,
+                      norm_epsilon=self.norm_epsilon)
     encoder_block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     decoder_block = blocks.remat(blocks.DecoderBlock, self.remat, deterministic_argnum=5)
     self.encoder_blocks = [encoder_block(**block_args, name=f'encoder_{i}')
                            for i in range(self.num_encoder_layers)]
     self.decoder_blocks = [decoder_block(**block_args, name=f'decoder_{i}')
                            for i in range(self.num_decoder_layers)]
-    self.encoder_norm = norms.RMSNorm(dtype=self.dtype)
-    self.decoder_norm = norms.RMSNorm(dtype=self.dtype)
+    self.encoder_norm = norms.RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype)
+    self.decoder_norm = norms.RMSNorm(epsilon=self.norm_epsilon, dtype=self.dtype)
     bias = lambda bidirectional: embed.stack_bias(self.num_heads, self.embed_dim,
                                                   self.attention, bidirectional)
     self.encoder_bias, self.decoder_bias = bias(True), bias(False)  # one table per stack

@@ -93,15 +93,18 @@ class Transformer(nn.Module):
   # interleaved | halves: the sinusoids' feature layout (layers/embed.py sinusoidal_positions);
   # halves ([sin | cos]) is that of Marian's checkpoints (seqjax/hf/marian.py).
   position_layout: str = 'interleaved'
-  activation: str = 'relu'  # of the feed-forward layers (layers/transformer.py ACTIVATIONS)
   # A learned bias [v] added to the output logits (Marian's final_logits_bias); the tied
   # projection alone when False, as in the paper.
   final_logits_bias: bool = False
   remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'relu'  # of the feed-forward layers (layers/transformer.py ACTIVATIONS)
+  norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (Marian: 1e-5)
+  scale_embeddings: bool = True  # token lookups times sqrt(e) (sec. 3.4)
 
   def setup(self):
-    self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype, name='embed')
+    self.embed = embed.Embed(self.vocab_size, self.embed_dim, self.dtype,
+                             scale=self.scale_embeddings, name='embed')
     if self.position_kind == 'learned':
       self.positions = self.param(
           'positions', nn.with_logical_partitioning(nn.initializers.normal(0.02),
@@ -109,7 +112,8 @@ class Transformer(nn.Module):
           (self.max_length, self.embed_dim))
     block_args = dict(num_heads=self.num_heads, embed_dim=self.embed_dim, mlp_dim=self.mlp_dim,
                       dropout_rate=self.dropout_rate, pre_ln=self.pre_ln,
-                      attention=self.attention, dtype=self.dtype, activation=self.activation)
+                      attention=self.attention, dtype=self.dtype, activation=self.activation,
+                      norm_epsilon=self.norm_epsilon)
     encoder_block = blocks.remat(blocks.EncoderBlock, self.remat, deterministic_argnum=3)
     decoder_block = blocks.remat(blocks.DecoderBlock, self.remat, deterministic_argnum=5)
     self.encoder_blocks = [encoder_block(**block_args, name=f'encoder_{i}')
@@ -120,8 +124,8 @@ class Transformer(nn.Module):
                                                   self.attention, bidirectional)
     self.encoder_bias, self.decoder_bias = bias(True), bias(False)  # relative_bias only
     if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
-      self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype)
-      self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype)
+      self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype, epsilon=self.norm_epsilon)
+      self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype, epsilon=self.norm_epsilon)
     if self.final_logits_bias:
       self.logits_bias = self.param(
           'final_logits_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(),

@@ -26,6 +26,7 @@ from seqjax import attention as attention_lib
 from seqjax import errors
 from seqjax.layers import dropout as dropout_lib
 from seqjax.layers import embed
+from seqjax.layers import transformer as blocks
 from seqjax.models import encoder_only
 
 Array = jax.Array
@@ -103,6 +104,8 @@ class VisionTransformer(nn.Module):
   attention: attention_lib.AttentionConfig = attention_lib.AttentionConfig()
   remat: str = 'none'
   dtype: jnp.dtype = jnp.float32
+  activation: str = 'gelu'  # of the MLPs (layers/transformer.py ACTIVATIONS); gelu_exact: ViT's
+  norm_epsilon: float = blocks.NORM_EPSILON  # of the LayerNorms (Google's ViT checkpoints: 1e-12)
 
   def _check(self) -> None:
     if self.pooling not in POOLINGS:
@@ -148,7 +151,8 @@ class VisionTransformer(nn.Module):
     x = self._embed(images, deterministic)  # [b, t, e]
     x = encoder_only.TransformerEncoder(
         self.num_layers, self.embed_dim, self.num_heads, self.mlp_dim, self.dropout_rate,
-        pre_ln=True, attention=self.attention, remat=self.remat, dtype=self.dtype, activation='gelu', name='encoder')(
+        pre_ln=True, attention=self.attention, remat=self.remat, dtype=self.dtype,
+        activation=self.activation, norm_epsilon=self.norm_epsilon, name='encoder')(
             x, None, deterministic)  # [b, t, e], final LayerNorm included
     pooled = x[:, 0] if self.pooling == 'cls' else jnp.mean(x, axis=1)  # [b, e]
     logits = nn.Dense(
