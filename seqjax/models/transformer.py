@@ -224,7 +224,7 @@ class Transformer(nn.Module):
     the final logits bias [v] when the model has one."""
     logits = self.embed.attend(x)  # [b, t, v]
     if self.final_logits_bias:
-      logits = logits + jnp.asarray(self.logits_bias, jnp.float32)
+      logits = logits + jnp.asarray(self.logits_bias, jnp.float32)[None, None]  # + [1, 1, v]
     return logits
 
   def init_cache(self, encoded: Array, inputs: Array, max_length: int) -> DecoderCache:
