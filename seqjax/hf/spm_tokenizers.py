@@ -28,6 +28,7 @@ from seqjax.hf import common
 T5_MODEL_FILE = 'spiece.model'
 T5_EXTRA_IDS = 100
 MARIAN_FILES = ('source.spm', 'target.spm', 'vocab.json')
+MARIAN_SPECIAL = frozenset({'<unk>', '</s>', '<pad>'})  # dropped from decoded text
 _SENTINEL = re.compile(r'(<extra_id_\d+>)')
 
 
@@ -153,8 +154,11 @@ class MarianTokenizer:
     return [self._pieces.get(int(self._id_map.to_hf[int(i)]), '<unk>') for i in ids]
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-    """Target text of the ids up to the first end id; padding dropped."""
-    return self._target.decode_pieces(self.pieces(_until_end(ids))).strip()
+    """Target text of the ids up to the first end id; padding and unknown pieces dropped, as
+    MarianTokenizer.decode(skip_special_tokens=True) writes it: target.spm joins the pieces,
+    and a word boundary '▁' it leaves (a piece target.spm lacks) becomes a space."""
+    pieces = [piece for piece in self.pieces(_until_end(ids)) if piece not in MARIAN_SPECIAL]
+    return self._target.decode_pieces(pieces).replace('▁', ' ').strip()
 
   def piece_id(self, piece: str) -> int:
     """The seqjax id of a piece of vocab.json; UserError if it has none."""
