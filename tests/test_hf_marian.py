@@ -20,6 +20,7 @@ from seqjax import errors  # noqa: E402
 from seqjax import hf  # noqa: E402
 from seqjax.hf import common  # noqa: E402
 from seqjax.hf import marian  # noqa: E402
+from seqjax.layers import embed  # noqa: E402
 
 torch = pytest.importorskip('torch')
 transformers = pytest.importorskip('transformers')
@@ -135,6 +136,20 @@ def test_model_options(converted):
               'silu', 'halves', True, True, 1e-5, False)
 
 
+def test_sinusoids_are_marians(reference):
+  """position_layout='halves' is the table MarianSinusoidalPositionalEmbedding builds."""
+  expected = reference.model.encoder.embed_positions.weight.detach().numpy()  # [64, 32]
+  np.testing.assert_allclose(embed.sinusoidal_positions(64, 32, layout='halves'), expected,
+                             atol=1e-6, rtol=0)
+  assert not np.allclose(embed.sinusoidal_positions(64, 32), expected, atol=1e-2)
+
+
+def test_chunked_loss_refuses_the_bias(converted):
+  ids = jnp.ones((1, 3), jnp.int32)
+  with pytest.raises(errors.UserError, match='final_logits_bias'):
+    converted.model.apply({'params': converted.params}, ids, ids, project=False)
+
+
 def test_logits_equal_on_padded_batch(converted, reference, rng):
   hf_inputs, mask, inputs = _batch(rng, converted.id_map, [7, 4, 9])
   hf_targets, target_mask, targets = _batch(rng, converted.id_map, [6, 8, 3])
@@ -231,6 +246,19 @@ def test_tokenizer_model_proto_identifies_the_files(directory):
   proto = hf.load_tokenizer(directory).model_proto
   for name in ('source.spm', 'target.spm', 'vocab.json'):
     assert (directory / name).read_bytes() in proto
+
+
+def test_every_tensor_is_read(directory):
+  tensors = common.Tensors(common.read_tensors(directory), str(directory))
+  marian.convert(common.read_config(directory), tensors, None)
+  assert tensors.untaken() == []
+
+
+def test_untied_output_is_refused(directory):
+  tensors = common.read_tensors(directory)
+  tensors['lm_head.weight'] = tensors['model.shared.weight'] + 1.0
+  with pytest.raises(errors.UserError, match='lm_head.weight differs'):
+    marian.convert(common.read_config(directory), common.Tensors(tensors, str(directory)), None)
 
 
 def test_missing_tensor_is_named(directory):

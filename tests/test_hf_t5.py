@@ -178,6 +178,13 @@ def test_tokenizer_matches_t5_tokenizer(case):
   assert tokenizer.model_proto == (path / 'spiece.model').read_bytes()
 
 
+def test_every_tensor_is_read(case):
+  _, path, _, _ = case
+  tensors = common.Tensors(common.read_tensors(path), str(path))
+  t5.convert(common.read_config(path), tensors, None)
+  assert tensors.untaken() == []
+
+
 def test_missing_tensor_is_named(case):
   _, path, _, _ = case
   tensors = common.read_tensors(path)

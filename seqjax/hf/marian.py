@@ -32,7 +32,7 @@ MODEL_TYPES = ('marian',)
 DEFAULTS = {
     'activation_function': 'gelu', 'scale_embedding': False, 'dropout': 0.1,
     'max_position_embeddings': 1024, 'share_encoder_decoder_embeddings': True,
-    'tie_word_embeddings': True, 'eos_token_id': 0, 'normalize_before': False,
+    'tie_word_embeddings': True, 'eos_token_id': 0,
 }
 # HuggingFace's activation names (transformers' ACT2FN) -> seqjax's feed-forward activations.
 ACTIVATIONS = {'relu': 'relu', 'swish': 'silu', 'silu': 'silu', 'gelu': 'gelu_exact',
@@ -63,8 +63,6 @@ def _check_supported(config: dict) -> None:
                       'vocabularies; seqjax shares one table)')
   if not setting(config, 'tie_word_embeddings'):
     raise unsupported('tie_word_embeddings=false (seqjax ties the output projection)')
-  if setting(config, 'normalize_before'):
-    raise unsupported('normalize_before=true')
   if setting(config, 'activation_function') not in ACTIVATIONS:
     raise unsupported(f'activation_function={setting(config, "activation_function")!r} '
                       f'(supported: {", ".join(ACTIVATIONS)})')
@@ -121,6 +119,25 @@ def _decoder_layer(tensors: common.Tensors, prefix: str, num_heads: int) -> dict
   }
 
 
+# Copies of the shared table that older checkpoints store (all equal to it when the config ties
+# them, which _check_supported requires), and the sinusoid tables, which are not weights.
+TABLE_COPIES = ('model.encoder.embed_tokens.weight', 'model.decoder.embed_tokens.weight',
+                'lm_head.weight')
+SINUSOID_TABLES = ('model.encoder.embed_positions.weight', 'model.decoder.embed_positions.weight')
+
+
+def _check_tied(tensors: common.Tensors, table: np.ndarray) -> None:
+  """Every stored copy of the embedding table must equal it: transformers unties a copy that
+  differs, which seqjax's one shared table could not compute."""
+  for name in TABLE_COPIES:
+    if name in tensors and not np.array_equal(tensors.take(name), table):
+      raise errors.UserError(f'Unsupported Marian checkpoint: {name} differs from the shared '
+                             'embedding (seqjax ties encoder, decoder and output embeddings).')
+  for name in SINUSOID_TABLES:
+    if name in tensors:
+      tensors.take(name)  # recomputed by the model (position_layout='halves')
+
+
 def convert(config: dict, tensors: common.Tensors, head=None) -> common.Converted:
   """MarianMTModel's config and tensors -> seqjax Transformer, params, id map. head: None or
   'translation' (Marian has one head)."""
@@ -131,6 +148,7 @@ def convert(config: dict, tensors: common.Tensors, head=None) -> common.Converte
   num_heads = config['encoder_attention_heads']
   table = tensors.take('model.shared.weight', 'model.encoder.embed_tokens.weight',
                        'model.decoder.embed_tokens.weight')  # [v, e]
+  _check_tied(tensors, table)
   # Published checkpoints store it; HuggingFace reads a checkpoint without one as zeros.
   bias = (tensors.take('final_logits_bias').reshape(-1) if 'final_logits_bias' in tensors
           else np.zeros(config['vocab_size'], np.float32))  # [v]

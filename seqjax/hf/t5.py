@@ -130,6 +130,23 @@ def _output_kernel(config: dict, tensors: common.Tensors, table: np.ndarray):
   return linear.dense(head) * (config['d_model'] ** -0.5 if scaled else 1.0)
 
 
+# Copies of the shared table that older checkpoints store, and a cross-attention bias table
+# that some carry although T5 never reads it (transformers ignores it too).
+TABLE_COPIES = ('encoder.embed_tokens.weight', 'decoder.embed_tokens.weight')
+UNUSED = ('decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight',)
+
+
+def _check_copies(tensors: common.Tensors, table: np.ndarray) -> None:
+  """Stored copies of the embedding must equal it (seqjax has one table); unused ones are
+  read and dropped, so that `Tensors.untaken` lists only weights the port misses."""
+  for name in TABLE_COPIES:
+    if name in tensors and not np.array_equal(tensors.take(name), table):
+      raise errors.UserError(f'Unsupported T5 checkpoint: {name} differs from shared.weight.')
+  for name in UNUSED:
+    if name in tensors:
+      tensors.take(name)
+
+
 def convert(config: dict, tensors: common.Tensors, head=None) -> common.Converted:
   """T5ForConditionalGeneration's config and tensors -> seqjax T5, params, id map. head: None or
   'seq2seq' (T5 has one head)."""
@@ -137,6 +154,7 @@ def convert(config: dict, tensors: common.Tensors, head=None) -> common.Converte
     raise errors.UserError(f'T5 has the text-to-text head only; got head={head!r}.')
   id_map = vocabulary(config)
   table = tensors.take('shared.weight', 'encoder.embed_tokens.weight')  # [v, e]
+  _check_copies(tensors, table)
   output_kernel = _output_kernel(config, tensors, table)
   seqjax_model = model(config, tie_embeddings=output_kernel is None)
   num_heads, gated = config['num_heads'], seqjax_model.feed_forward == 'gated_gelu'
