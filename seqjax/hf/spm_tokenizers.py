@@ -51,7 +51,7 @@ class T5Tokenizer:
   """spiece.model with T5's sentinels; seqjax's ids are T5's."""
   eos_id = tokenizer_lib.EOS_ID
 
-  def __init__(self, directory: epath.Path, vocab_size: int):
+  def __init__(self, directory: epath.Path):
     self.model_proto = _read(directory, T5_MODEL_FILE)
     self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
     special = (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id())
@@ -59,12 +59,12 @@ class T5Tokenizer:
       raise errors.UserError(f'{directory / T5_MODEL_FILE} has pad, eos, unk ids {special}; '
                              'T5 has (0, 1, 2).')
     self._num_pieces = self._sp.get_piece_size()
-    # The model's vocabulary (config.vocab_size) may be padded past pieces + sentinels.
-    self._vocab_size = max(vocab_size, self._num_pieces + T5_EXTRA_IDS)
 
   @property
   def vocab_size(self) -> int:
-    return self._vocab_size
+    """The pieces and the sentinels (as len(transformers.T5Tokenizer)); the model's vocabulary
+    (config.vocab_size, 32,128 for T5's 32,100 ids) may be padded past them."""
+    return self._num_pieces + T5_EXTRA_IDS
 
   def _sentinel_id(self, piece: str) -> int:
     index = int(piece[len('<extra_id_'):-1])

@@ -177,6 +177,9 @@ def convert(config: dict, tensors: common.Tensors, head=None) -> common.Converte
 
 
 def tokenizer(directory: epath.Path, config: dict, id_map: common.IdMap):
-  """spiece.model with T5's sentinels <extra_id_0>.. at the top of the vocabulary."""
-  del id_map  # the identity
-  return spm_tokenizers.T5Tokenizer(directory, config['vocab_size'])
+  """spiece.model with T5's sentinels <extra_id_0>.. after its pieces; T5's ids are seqjax's."""
+  t5_tokenizer = spm_tokenizers.T5Tokenizer(directory)
+  if t5_tokenizer.vocab_size > len(id_map.to_hf):
+    raise errors.UserError(f'{directory} has a tokenizer of {t5_tokenizer.vocab_size} ids for a '
+                           f'model vocabulary of {config["vocab_size"]}.')
+  return t5_tokenizer
