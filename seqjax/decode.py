@@ -52,6 +52,16 @@ def gnmt_length_penalty(length: Array, alpha: float) -> Array:
   return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
 
 
+def power_length_penalty(length: Array, alpha: float) -> Array:
+  """lp(Y) = |Y|^alpha, the length normalisation of fairseq and HuggingFace's `generate`
+  (its length_penalty is alpha); |Y| counts the end-of-sequence token, as theirs does."""
+  return length.astype(jnp.float32) ** alpha
+
+
+# How beam search normalises a hypothesis's log-probability for its length: log P(Y|X) / lp(Y).
+LENGTH_PENALTIES = {'gnmt': gnmt_length_penalty, 'power': power_length_penalty}
+
+
 def source_lengths(inputs: Array) -> Array:
   """inputs [b, s] -> [b] int32: the non-padding ids of each source, end of sequence included."""
   return jnp.sum(inputs != PAD_ID, axis=1).astype(jnp.int32)
@@ -183,20 +193,23 @@ class BeamSearchOutput(NamedTuple):
   num_steps: Array  # int32 [], decoding steps run (fewer than t when the search stopped early)
 
 
-def _search_done(state: BeamState, limits: Array, alpha: float) -> Array:
+def _search_done(state: BeamState, limits: Array, alpha: float,
+                 length_penalty: Callable[[Array, float], Array] = gnmt_length_penalty) -> Array:
   """[b] bool: no live hypothesis can still beat the best finished one.
 
   Log-probabilities only decrease as tokens are added and lp grows with length, so a live
   hypothesis can at best end with score live_log_prob / lp(limit) (the bound of the Flax and T5X
   beam searches, here with each example's own length limit).
   """
-  best_live = state.live_log_probs[:, 0] / gnmt_length_penalty(limits, alpha)  # [b]
+  best_live = state.live_log_probs[:, 0] / length_penalty(limits, alpha)  # [b]
   best_finished = state.finished_scores[:, 0]  # [b]
   return (state.position >= limits) | (best_finished > best_live)
 
 
 def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
-               num_real_tokens: Optional[int]) -> BeamState:
+               num_real_tokens: Optional[int],
+               length_penalty: Callable[[Array, float], Array] = gnmt_length_penalty
+               ) -> BeamState:
   """Extends every live hypothesis by every token and keeps the best k open and k finished.
 
   Among the 2k best extensions, those ending in EOS (or reaching the length limit) are finished
@@ -222,7 +235,7 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
   cache = _merge_beams(gather_beams(cache, gather_beams(top_beams, live)))  # leaves [b * k, ...]
 
   within_k = jnp.arange(2 * beam_size)[None, :] < beam_size  # [1, 2k]
-  scores = top_log_probs / gnmt_length_penalty(length, alpha)  # [b, 2k]
+  scores = top_log_probs / length_penalty(length, alpha)  # [b, 2k]
   scores = jnp.where(complete & within_k, scores, -jnp.inf)
   all_scores = jnp.concatenate([state.finished_scores, scores], axis=1)  # [b, 3k]
   all_ids = jnp.concatenate([state.finished_ids, top_ids], axis=1)  # [b, 3k, t]
@@ -236,8 +249,12 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
 def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *,
                 beam_size: int, alpha: float, num_real_tokens: Optional[int] = None,
                 early_stopping: bool = True,
-                start_ids: Optional[Array] = None) -> BeamSearchOutput:
-  """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty.
+                start_ids: Optional[Array] = None,
+                length_penalty: str = 'gnmt') -> BeamSearchOutput:
+  """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty
+  (length_penalty='gnmt') or |Y|^alpha ('power': HuggingFace's and fairseq's; with
+  early_stopping="never" transformers' `generate` searches to the same bound, so the two find
+  the same hypothesis).
 
   cache has leaves [b, ...]; it is tiled to [b * k, ...] (`tile_beams`), so step_fn is called on
   b * k rows, row i * k + j holding beam j of example i, and anything step_fn closes over per
@@ -247,6 +264,10 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
   early_stopping is False (which gives the same result, later). start_ids [b]: the first step's
   input, as in `greedy`.
   """
+  if length_penalty not in LENGTH_PENALTIES:
+    raise errors.UserError(f'Unknown length_penalty {length_penalty!r}; known: '
+                           f'{", ".join(LENGTH_PENALTIES)}.')
+  penalty = LENGTH_PENALTIES[length_penalty]
   batch_size = limits.shape[0]
   state = BeamState(
       position=jnp.int32(0),
@@ -262,10 +283,11 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
 
   def not_done(state: BeamState) -> Array:
     going = state.position < max_length
-    return going & ~jnp.all(_search_done(state, limits, alpha)) if early_stopping else going
+    done = _search_done(state, limits, alpha, penalty)
+    return going & ~jnp.all(done) if early_stopping else going
 
   step = functools.partial(_beam_step, step_fn=step_fn, limits=limits, alpha=alpha,
-                           num_real_tokens=num_real_tokens)
+                           num_real_tokens=num_real_tokens, length_penalty=penalty)
   state = jax.lax.while_loop(not_done, step, state)
   # Every example ends with a finished hypothesis: all are complete at its length limit.
   return BeamSearchOutput(ids=state.finished_ids[:, 0], scores=state.finished_scores[:, 0],
@@ -335,13 +357,16 @@ def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin:
 def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: int,
                        alpha: float = 0.6, max_length_margin: int = 50,
                        num_real_tokens: Optional[int] = None, use_cache: bool = True,
-                       early_stopping: bool = True) -> BeamSearchOutput:
-  """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search."""
+                       early_stopping: bool = True,
+                       length_penalty: str = 'gnmt') -> BeamSearchOutput:
+  """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search;
+  length_penalty: 'gnmt' or 'power' (`beam_search`)."""
   max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
   step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache)
   return beam_search(step_fn, cache, output_limits(inputs, max_length_margin, max_length),
                      max_length, beam_size=beam_size, alpha=alpha,
-                     num_real_tokens=num_real_tokens, early_stopping=early_stopping)
+                     num_real_tokens=num_real_tokens, early_stopping=early_stopping,
+                     length_penalty=length_penalty)
 
 
 def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,

@@ -31,6 +31,7 @@ TARGET_TEXTS = ['die katze sass auf der matte', 'ein hund lief im park', 'der vo
                 'wir gehen jeden tag zum markt', 'sie liest nachts buecher']
 EOS_BIAS = 4.0  # added to the end token's logit, so that some translations end before the limit
 END_SHIFT_FOR_BEAMS = -0.5
+END_SHIFT_FOR_NORMALISED_BEAMS = 2.0
 
 
 def _train_spm(texts: list[str], path: str) -> None:
@@ -192,15 +193,18 @@ def _shift_end_logit(converted, reference, shift: float):
   return params, reference
 
 
-# Beam search prefers ending early more than greedy search does (no length normalisation), so
+# Beam search without length normalisation prefers ending early more than greedy search does, so
 # it runs with a smaller end bias: some hypotheses then end, some reach their limit.
-@pytest.mark.parametrize('beam_size, end_shift', [(1, 0.0), (4, END_SHIFT_FOR_BEAMS)])
-def test_translation_equals_generate(converted, reference, beam_size, end_shift):
-  """Greedy and beam-4 search (no length normalisation on either side: seqjax's GNMT penalty
-  with alpha 0 and transformers' length_penalty 0 both score hypotheses by log P) give
-  transformers' token ids, on a padded batch with per-source length limits."""
+@pytest.mark.parametrize('beam_size, alpha, end_shift', [
+    (1, None, 0.0), (4, 0.0, END_SHIFT_FOR_BEAMS), (4, 1.0, END_SHIFT_FOR_NORMALISED_BEAMS)])
+def test_translation_equals_generate(converted, reference, beam_size, alpha, end_shift):
+  """Greedy and beam-4 search give transformers' token ids, on a padded batch with per-source
+  length limits. Beam scores: alpha 0, log P on both sides (seqjax's GNMT penalty with alpha 0,
+  transformers' length_penalty 0); alpha 1, log P / |Y| on both sides (seqjax's 'power' penalty,
+  transformers' length_penalty 1 with early_stopping="never", which bounds the live
+  hypotheses at the length limit as seqjax does, where its default heuristic stops sooner)."""
   params, reference = _shift_end_logit(converted, reference, end_shift)
-  rng = np.random.default_rng(beam_size)
+  rng = np.random.default_rng(beam_size + int(alpha or 0))
   hf_inputs, mask, inputs = _batch(rng, converted.id_map, [6, 3, 9, 5])
   margin = 4
   width = decode.max_output_length(inputs.shape[1], margin, converted.model.max_length)
@@ -211,10 +215,11 @@ def test_translation_equals_generate(converted, reference, beam_size, end_shift)
     expected = _hf_translations(reference, hf_inputs, mask, limits)
   else:
     ids = decode.beam_search_decode(converted.model, params, jnp.asarray(inputs),
-                                    beam_size=beam_size, alpha=0.0,
-                                    max_length_margin=margin).ids
+                                    beam_size=beam_size, alpha=alpha, max_length_margin=margin,
+                                    length_penalty='power').ids
     expected = _hf_translations(reference, hf_inputs, mask, limits, num_beams=beam_size,
-                                length_penalty=0.0, num_return_sequences=1)
+                                length_penalty=alpha, early_stopping='never',
+                                num_return_sequences=1)
   ids = np.asarray(ids)
   ended = 0
   for row, hf_ids in enumerate(expected):
