@@ -233,7 +233,8 @@ def test_translation_equals_generate(converted, reference, beam_size, alpha, end
 def test_tokenizer_matches_marian_tokenizer(directory, converted):
   tokenizer = hf.load_tokenizer(directory)
   reference = transformers.MarianTokenizer.from_pretrained(directory)
-  texts = ['the cat ran to the park', 'wir gehen zum markt', 'zebra quiz xylophone']
+  texts = ['the cat ran to the park', 'wir gehen zum markt', 'zebra quiz xylophone',
+           '>>de<< the cat']  # a language code: one token (unknown to this vocabulary)
   expected = [reference(text, add_special_tokens=False)['input_ids'] for text in texts]
   got = tokenizer.encode(texts)
   assert got == [converted.id_map.to_seqjax[ids].tolist() for ids in expected]
@@ -243,6 +244,9 @@ def test_tokenizer_matches_marian_tokenizer(directory, converted):
     assert tokenizer.decode(ids + [1, 5, 6]) == reference.decode(text_ids,
                                                                  skip_special_tokens=True)
   assert tokenizer.decode(got[0] + [0, 0]) == 'the cat ran to the park'
+  targets = reference(text_target=texts, add_special_tokens=False)['input_ids']
+  assert tokenizer.encode_targets(texts) == [converted.id_map.to_seqjax[ids].tolist()
+                                             for ids in targets]
   assert tokenizer.piece_id('<unk>') == 2 and tokenizer.piece_id('</s>') == 1
   assert tokenizer.pieces([2]) == ['<unk>']
 

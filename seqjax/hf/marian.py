@@ -71,10 +71,11 @@ def _check_supported(config: dict) -> None:
     if config[encoder_key] != config[decoder_key]:
       raise unsupported(f'{encoder_key}={config[encoder_key]} != {decoder_key}='
                         f'{config[decoder_key]}')
-  start = config.get('decoder_start_token_id', config['pad_token_id'])
-  if start != config['pad_token_id']:
-    raise unsupported(f'decoder_start_token_id={start} is not pad_token_id='
-                      f'{config["pad_token_id"]} (seqjax starts from padding)')
+  pad = config['pad_token_id']
+  start = config['decoder_start_token_id'] if 'decoder_start_token_id' in config else pad
+  if start != pad:
+    raise unsupported(f'decoder_start_token_id={start} is not pad_token_id={pad} (seqjax '
+                      'starts from padding)')
 
 
 def model(config: dict) -> transformer.Transformer:

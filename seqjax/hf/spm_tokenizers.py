@@ -139,16 +139,21 @@ class MarianTokenizer:
     return self._hf_ids.get(piece, self._hf_ids['<unk>'])
 
   def encode(self, texts: Sequence[str]) -> list[list[int]]:
-    """seqjax ids of each source text, without the end id."""
-    encoded = []
-    for text in texts:
-      pieces = []
-      if text.startswith('>>') and '<<' in text:  # a target-language code, one token
-        end = text.index('<<') + 2
-        pieces, text = [text[:end]], text[end:]
-      pieces += self._source.encode(text, out_type=str)
-      encoded.append([int(self._id_map.to_seqjax[self._hf_id(piece)]) for piece in pieces])
-    return encoded
+    """seqjax ids of each source text, without the end id (source.spm's pieces)."""
+    return [self._encode(text, self._source) for text in texts]
+
+  def encode_targets(self, texts: Sequence[str]) -> list[list[int]]:
+    """seqjax ids of each target text (target.spm's pieces), as MarianTokenizer's text_target:
+    what fine-tuning on parallel text should read its targets with."""
+    return [self._encode(text, self._target) for text in texts]
+
+  def _encode(self, text: str, processor: spm.SentencePieceProcessor) -> list[int]:
+    pieces = []
+    if text.startswith('>>') and '<<' in text:  # a target-language code, one token
+      end = text.index('<<') + 2
+      pieces, text = [text[:end]], text[end:]
+    pieces += processor.encode(text, out_type=str)
+    return [int(self._id_map.to_seqjax[self._hf_id(piece)]) for piece in pieces]
 
   def pieces(self, ids: Sequence[int]) -> list[str]:
     return [self._pieces.get(int(self._id_map.to_hf[int(i)]), '<unk>') for i in ids]
