@@ -28,7 +28,7 @@ Shape legend: b batch, k beams, s source length, p prompt length, t output lengt
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -317,11 +317,27 @@ def recompute_step_fn(model: nn.Module, params, encoded: Any, inputs: Array) -> 
   return step_fn
 
 
+def forbidding(step_fn: StepFn, forbidden_ids: Sequence[int]) -> StepFn:
+  """step_fn whose logits are -inf at forbidden_ids: no search ever picks them, and beam
+  search's log-softmax renormalises over the others (HuggingFace's bad_words_ids with
+  renormalize_logits, which Marian's generation configs set for their padding id)."""
+  if not forbidden_ids:
+    return step_fn
+  forbidden = jnp.asarray(forbidden_ids, jnp.int32)
+
+  def masked_step_fn(cache: Cache, ids: Array) -> tuple[Array, Cache]:
+    logits, cache = step_fn(cache, ids)  # [b, v]
+    return logits.at[:, forbidden].set(-jnp.inf), cache
+  return masked_step_fn
+
+
 def model_step_fn(model: nn.Module, params, inputs: Array, max_length: int, beam_size: int = 1,
-                  use_cache: bool = True) -> tuple[StepFn, Cache]:
+                  use_cache: bool = True,
+                  forbidden_ids: Sequence[int] = ()) -> tuple[StepFn, Cache]:
   """A model's step function over k = beam_size tiled copies of each example of inputs [b, s]
   (the protocol above), and its cache for max_length outputs, untiled ([b, ...], as `greedy` and
-  `beam_search` take it). use_cache=False gives `recompute_step_fn` instead."""
+  `beam_search` take it). use_cache=False gives `recompute_step_fn` instead. forbidden_ids: ids
+  the step function never offers (`forbidding`)."""
   variables = {'params': params}
   encoded = model.apply(variables, inputs, method=model.encode)
   batch_size = inputs.shape[0]
@@ -332,11 +348,11 @@ def model_step_fn(model: nn.Module, params, inputs: Array, max_length: int, beam
                            jnp.zeros((batch_size,), jnp.int32))
   encoded, inputs = tile_beams((encoded, inputs), beam_size)  # leaves [b * k, ...]
   if not use_cache:
-    return recompute_step_fn(model, params, encoded, inputs), cache
+    return forbidding(recompute_step_fn(model, params, encoded, inputs), forbidden_ids), cache
 
   def step_fn(cache: Cache, ids: Array) -> tuple[Array, Cache]:
     return model.apply(variables, encoded, inputs, cache, ids, method=model.decode_step)
-  return step_fn, cache
+  return forbidding(step_fn, forbidden_ids), cache
 
 
 def max_output_length(source_length: int, margin: int, model_max_length: int) -> int:
@@ -345,11 +361,13 @@ def max_output_length(source_length: int, margin: int, model_max_length: int) ->
 
 
 def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin: int = 50,
-                  num_real_tokens: Optional[int] = None, use_cache: bool = True) -> Array:
+                  num_real_tokens: Optional[int] = None, use_cache: bool = True,
+                  forbidden_ids: Sequence[int] = ()) -> Array:
   """inputs [b, s] -> ids [b, t] by greedy search through the model's cache (protocol above);
-  use_cache=False recomputes the prefix at each step instead (`recompute_step_fn`)."""
+  use_cache=False recomputes the prefix at each step instead (`recompute_step_fn`); no output
+  is one of forbidden_ids."""
   max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
-  step_fn, cache = model_step_fn(model, params, inputs, max_length, 1, use_cache)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, 1, use_cache, forbidden_ids)
   return greedy(step_fn, cache, output_limits(inputs, max_length_margin, max_length), max_length,
                 num_real_tokens)
 
@@ -357,12 +375,13 @@ def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin:
 def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: int,
                        alpha: float = 0.6, max_length_margin: int = 50,
                        num_real_tokens: Optional[int] = None, use_cache: bool = True,
-                       early_stopping: bool = True,
-                       length_penalty: str = 'gnmt') -> BeamSearchOutput:
+                       early_stopping: bool = True, length_penalty: str = 'gnmt',
+                       forbidden_ids: Sequence[int] = ()) -> BeamSearchOutput:
   """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search;
-  length_penalty: 'gnmt' or 'power' (`beam_search`)."""
+  length_penalty: 'gnmt' or 'power' (`beam_search`); no output is one of forbidden_ids."""
   max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
-  step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache,
+                                 forbidden_ids)
   return beam_search(step_fn, cache, output_limits(inputs, max_length_margin, max_length),
                      max_length, beam_size=beam_size, alpha=alpha,
                      num_real_tokens=num_real_tokens, early_stopping=early_stopping,
@@ -371,17 +390,20 @@ def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: in
 
 def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
              length_penalty: float = 0.6, max_length_margin: int = 50,
-             num_real_tokens: Optional[int] = None) -> Array:
+             num_real_tokens: Optional[int] = None,
+             forbidden_ids: Sequence[int] = ()) -> Array:
   """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with the
-  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls."""
+  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls.
+  forbidden_ids: ids never output (Marian checkpoints: (PAD_ID,), as their generation configs'
+  bad_words_ids)."""
   if beam_size < 1:
     raise errors.UserError(f'beam_size must be at least 1; got {beam_size}.')
   if beam_size == 1:
     return greedy_decode(model, params, inputs, max_length_margin=max_length_margin,
-                         num_real_tokens=num_real_tokens)
+                         num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids)
   return beam_search_decode(model, params, inputs, beam_size=beam_size, alpha=length_penalty,
                             max_length_margin=max_length_margin,
-                            num_real_tokens=num_real_tokens).ids
+                            num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids).ids
 
 
 # Language models (decoder-only). Their protocol: linen methods

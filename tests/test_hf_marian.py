@@ -32,6 +32,7 @@ TARGET_TEXTS = ['die katze sass auf der matte', 'ein hund lief im park', 'der vo
 EOS_BIAS = 4.0  # added to the end token's logit, so that some translations end before the limit
 END_SHIFT_FOR_BEAMS = -0.5
 END_SHIFT_FOR_NORMALISED_BEAMS = 2.0
+PAD_BIAS = 3.0  # added to padding's logit where a test needs it likely
 
 
 def _train_spm(texts: list[str], path: str) -> None:
@@ -228,6 +229,41 @@ def test_translation_equals_generate(converted, reference, beam_size, alpha, end
     np.testing.assert_array_equal(ids[row], want, err_msg=f'row {row}')
     ended += int(1 in want)
   assert 0 < ended < len(expected)  # some end in the end token, some at their limit
+
+
+@pytest.mark.parametrize('beam_size', [1, 4])
+def test_forbidden_padding_as_bad_words_ids(converted, reference, beam_size):
+  """With padding made likely, forbidden_ids=(0,) gives transformers' ids under Marian's
+  generation settings bad_words_ids=[[pad]], renormalize_logits=True; without it seqjax emits
+  padding."""
+  shift = {1: 0.0, 4: END_SHIFT_FOR_BEAMS}[beam_size]
+  params, reference = _shift_end_logit(converted, reference, shift)
+  pad = reference.config.pad_token_id
+  with torch.no_grad():
+    reference.final_logits_bias[0, pad] += PAD_BIAS
+  params['final_logits_bias'][0] += PAD_BIAS
+  rng = np.random.default_rng(5)
+  hf_inputs, mask, inputs = _batch(rng, converted.id_map, [6, 3, 9, 5])
+  margin = 4
+  width = decode.max_output_length(inputs.shape[1], margin, converted.model.max_length)
+  limits = np.asarray(decode.output_limits(jnp.asarray(inputs), margin, width))
+  search = lambda forbidden: np.asarray(decode.generate(
+      converted.model, params, jnp.asarray(inputs), beam_size=beam_size, length_penalty=0.0,
+      max_length_margin=margin, forbidden_ids=forbidden))
+  expected = _hf_translations(reference, hf_inputs, mask, limits, num_beams=beam_size,
+                              length_penalty=0.0, early_stopping='never',
+                              bad_words_ids=[[pad]], renormalize_logits=True)
+  ids = search((0,))
+  for row, hf_ids in enumerate(expected):
+    assert pad not in hf_ids
+    want = np.zeros(width, np.int64)
+    want[:len(hf_ids)] = converted.id_map.to_seqjax[hf_ids]
+    np.testing.assert_array_equal(ids[row], want, err_msg=f'row {row}')
+  def emits_padding(row: np.ndarray, limit: int) -> bool:
+    output = row[:limit].tolist()
+    return 0 in output[:output.index(1) if 1 in output else limit]
+  unmasked = search(())
+  assert any(emits_padding(row, int(limit)) for row, limit in zip(unmasked, limits))
 
 
 def test_tokenizer_matches_marian_tokenizer(directory, converted):
