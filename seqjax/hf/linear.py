@@ -8,8 +8,6 @@ projections put head j's d features at rows j d .. (j + 1) d - 1 of their h d ou
 Shape legend: e model dim, h heads, d head dim, f feed-forward dim.
 """
 
-from typing import Optional
-
 import numpy as np
 
 from seqjax.hf import common
@@ -55,7 +53,7 @@ def linear(tensors: common.Tensors, name: str, bias: bool) -> dict:
   return params
 
 
-def layer_norm(tensors: common.Tensors, name: str, bias: Optional[bool] = True) -> dict:
+def layer_norm(tensors: common.Tensors, name: str, bias: bool = True) -> dict:
   """A LayerNorm's params (scale, and bias unless an RMS norm's bias=False) from `name`."""
   params = {'scale': tensors.take(f'{name}.weight')}
   if bias:

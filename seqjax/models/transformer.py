@@ -10,6 +10,10 @@ embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
 Shape legend: b batch, s source length, t target length, e model dim, v vocab.
 Token id 0 is padding and doubles as the decoder's start symbol (targets are shifted right).
 
+Pretrained checkpoints set the options that say how theirs differ (seqjax/hf/marian.py for
+Marian/OPUS-MT): position_layout='halves' ([sin | cos]), final_logits_bias, activation,
+scale_embeddings and norm_epsilon; the defaults are the paper's.
+
 Decoding (seqjax/decode.py) goes through `encode`, `init_cache` and `decode_step`, the protocol
 every encoder-decoder model implements; the cache is an explicit pytree (`DecoderCache`), so each
 step costs one position instead of the whole prefix.
