@@ -19,6 +19,7 @@ from seqjax import decode  # noqa: E402
 from seqjax import errors  # noqa: E402
 from seqjax import hf  # noqa: E402
 from seqjax.hf import common  # noqa: E402
+from seqjax.hf import generation  # noqa: E402
 from seqjax.hf import marian  # noqa: E402
 from seqjax.layers import embed  # noqa: E402
 
@@ -264,6 +265,16 @@ def test_forbidden_padding_as_bad_words_ids(converted, reference, beam_size):
     return 0 in output[:output.index(1) if 1 in output else limit]
   unmasked = search(())
   assert any(emits_padding(row, int(limit)) for row, limit in zip(unmasked, limits))
+
+
+def test_forbidden_ids_from_generation_config(converted, tmp_path):
+  assert generation.forbidden_ids(tmp_path, converted.id_map) == ()
+  size = len(converted.id_map.to_hf)
+  (tmp_path / 'generation_config.json').write_text(json.dumps({'bad_words_ids': [[size - 1]]}))
+  assert generation.forbidden_ids(tmp_path, converted.id_map) == (0,)
+  (tmp_path / 'generation_config.json').write_text(json.dumps({'bad_words_ids': [[3, 4]]}))
+  with pytest.raises(errors.UserError, match='several tokens'):
+    generation.forbidden_ids(tmp_path, converted.id_map)
 
 
 def test_tokenizer_matches_marian_tokenizer(directory, converted):
