@@ -162,6 +162,29 @@ def test_greedy_equals_generate(case):
   assert len(set(map(tuple, ids.tolist()))) > 1
 
 
+def test_beam_search_equals_generate(case):
+  """Beam-4 search with log P / |Y| (seqjax's 'power' length penalty) gives the ids of
+  transformers' beam search with length_penalty 1 and early_stopping="never" (both bound the
+  live hypotheses at the length limit), each source with its own limit."""
+  _, _, reference, converted = case
+  inputs = _batch(np.random.default_rng(4), [6, 3, 8])
+  margin = 3
+  width = decode.max_output_length(inputs.shape[1], margin, converted.model.max_length)
+  limits = np.asarray(decode.output_limits(jnp.asarray(inputs, jnp.int32), margin, width))
+  ids = np.asarray(decode.beam_search_decode(
+      converted.model, converted.params, jnp.asarray(inputs, jnp.int32), beam_size=4, alpha=1.0,
+      max_length_margin=margin, length_penalty='power').ids)
+  for row, limit in enumerate(limits):
+    length = int((inputs[row] > 0).sum())
+    with torch.no_grad():
+      expected = reference.generate(
+          input_ids=torch.tensor(inputs[row:row + 1, :length]), max_new_tokens=int(limit),
+          do_sample=False, num_beams=4, length_penalty=1.0, early_stopping='never')[0, 1:]
+    want = np.zeros(width, np.int64)
+    want[:len(expected)] = expected.numpy()
+    np.testing.assert_array_equal(ids[row], want, err_msg=f'row {row}')
+
+
 def test_tokenizer_matches_t5_tokenizer(case):
   _, path, _, _ = case
   tokenizer = hf.load_tokenizer(path)
