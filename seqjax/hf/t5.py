@@ -28,7 +28,7 @@ from seqjax.hf import linear
 from seqjax.hf import spm_tokenizers
 from seqjax.models import t5
 
-MODEL_TYPES = ('t5',)
+MODEL_TYPES = ('t5', 'mt5')  # mT5 (Xue et al. 2021) is T5 v1.1 with a larger vocabulary
 
 # T5Config's defaults (transformers' configuration_t5.py), for keys a config.json omits.
 DEFAULTS = {
@@ -49,7 +49,10 @@ def setting(config: dict, name: str):
 def scales_output(config: dict) -> bool:
   """Whether the decoder output is scaled by d_model^-1/2 before the output projection: T5
   v1.0's tied output. transformers 5 writes scale_decoder_outputs; older configs say it by
-  tie_word_embeddings (false in v1.1)."""
+  tie_word_embeddings (false in v1.1). mT5 never scales (transformers' MT5 has no such step,
+  whatever its config says about tying)."""
+  if config.get('model_type') == 'mt5':
+    return False
   if 'scale_decoder_outputs' in config:
     return bool(config['scale_decoder_outputs'])
   return setting(config, 'tie_word_embeddings') is not False
