@@ -28,7 +28,7 @@ Shape legend: b batch, k beams, s source length, p prompt length, t output lengt
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import flax
 import flax.linen as nn
@@ -50,6 +50,16 @@ def gnmt_length_penalty(length: Array, alpha: float) -> Array:
   System", sec. 7, eq. 14); a hypothesis scores log P(Y|X) / lp(Y) (no coverage penalty).
   |Y| counts the end-of-sequence token, as in the Flax and T5X beam searches."""
   return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
+
+
+def power_length_penalty(length: Array, alpha: float) -> Array:
+  """lp(Y) = |Y|^alpha, the length normalisation of fairseq and HuggingFace's `generate`
+  (its length_penalty is alpha); |Y| counts the end-of-sequence token, as theirs does."""
+  return length.astype(jnp.float32) ** alpha
+
+
+# How beam search normalises a hypothesis's log-probability for its length: log P(Y|X) / lp(Y).
+LENGTH_PENALTIES = {'gnmt': gnmt_length_penalty, 'power': power_length_penalty}
 
 
 def source_lengths(inputs: Array) -> Array:
@@ -188,20 +198,23 @@ class BeamSearchOutput(NamedTuple):
   num_steps: Array  # int32 [], decoding steps run (fewer than t when the search stopped early)
 
 
-def _search_done(state: BeamState, limits: Array, alpha: float) -> Array:
+def _search_done(state: BeamState, limits: Array, alpha: float,
+                 length_penalty: Callable[[Array, float], Array] = gnmt_length_penalty) -> Array:
   """[b] bool: no live hypothesis can still beat the best finished one.
 
   Log-probabilities only decrease as tokens are added and lp grows with length, so a live
   hypothesis can at best end with score live_log_prob / lp(limit) (the bound of the Flax and T5X
   beam searches, here with each example's own length limit).
   """
-  best_live = state.live_log_probs[:, 0] / gnmt_length_penalty(limits, alpha)  # [b]
+  best_live = state.live_log_probs[:, 0] / length_penalty(limits, alpha)  # [b]
   best_finished = state.finished_scores[:, 0]  # [b]
   return (state.position >= limits) | (best_finished > best_live)
 
 
 def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
-               num_real_tokens: Optional[int], eos_id: int = EOS_ID) -> BeamState:
+               num_real_tokens: Optional[int], eos_id: int = EOS_ID,
+               length_penalty: Callable[[Array, float], Array] = gnmt_length_penalty
+               ) -> BeamState:
   """Extends every live hypothesis by every token and keeps the best k open and k finished.
 
   Among the 2k best extensions, those ending in EOS (or reaching the length limit) are finished
@@ -227,7 +240,7 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
   cache = _merge_beams(gather_beams(cache, gather_beams(top_beams, live)))  # leaves [b * k, ...]
 
   within_k = jnp.arange(2 * beam_size)[None, :] < beam_size  # [1, 2k]
-  scores = top_log_probs / gnmt_length_penalty(length, alpha)  # [b, 2k]
+  scores = top_log_probs / length_penalty(length, alpha)  # [b, 2k]
   scores = jnp.where(complete & within_k, scores, -jnp.inf)
   all_scores = jnp.concatenate([state.finished_scores, scores], axis=1)  # [b, 3k]
   all_ids = jnp.concatenate([state.finished_ids, top_ids], axis=1)  # [b, 3k, t]
@@ -241,8 +254,11 @@ def _beam_step(state: BeamState, step_fn: StepFn, limits: Array, alpha: float,
 def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *,
                 beam_size: int, alpha: float, num_real_tokens: Optional[int] = None,
                 early_stopping: bool = True, start_ids: Optional[Array] = None,
-                eos_id: int = EOS_ID) -> BeamSearchOutput:
-  """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty.
+                eos_id: int = EOS_ID, length_penalty: str = 'gnmt') -> BeamSearchOutput:
+  """Beam search for the hypothesis of highest log P(Y|X) / lp(Y), lp the GNMT length penalty
+  (length_penalty='gnmt') or |Y|^alpha ('power': HuggingFace's and fairseq's; with
+  early_stopping="never" transformers' `generate` searches to the same bound, so the two find
+  the same hypothesis).
 
   cache has leaves [b, ...]; it is tiled to [b * k, ...] (`tile_beams`), so step_fn is called on
   b * k rows, row i * k + j holding beam j of example i, and anything step_fn closes over per
@@ -252,6 +268,10 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
   early_stopping is False (which gives the same result, later). start_ids [b]: the first step's
   input, and eos_id the id that completes a hypothesis, as in `greedy`.
   """
+  if length_penalty not in LENGTH_PENALTIES:
+    raise errors.UserError(f'Unknown length_penalty {length_penalty!r}; known: '
+                           f'{", ".join(LENGTH_PENALTIES)}.')
+  penalty = LENGTH_PENALTIES[length_penalty]
   batch_size = limits.shape[0]
   state = BeamState(
       position=jnp.int32(0),
@@ -267,10 +287,12 @@ def beam_search(step_fn: StepFn, cache: Cache, limits: Array, max_length: int, *
 
   def not_done(state: BeamState) -> Array:
     going = state.position < max_length
-    return going & ~jnp.all(_search_done(state, limits, alpha)) if early_stopping else going
+    done = _search_done(state, limits, alpha, penalty)
+    return going & ~jnp.all(done) if early_stopping else going
 
   step = functools.partial(_beam_step, step_fn=step_fn, limits=limits, alpha=alpha,
-                           num_real_tokens=num_real_tokens, eos_id=eos_id)
+                           num_real_tokens=num_real_tokens, eos_id=eos_id,
+                           length_penalty=penalty)
   state = jax.lax.while_loop(not_done, step, state)
   # Every example ends with a finished hypothesis: all are complete at its length limit.
   return BeamSearchOutput(ids=state.finished_ids[:, 0], scores=state.finished_scores[:, 0],
@@ -300,11 +322,27 @@ def recompute_step_fn(model: nn.Module, params, encoded: Any, inputs: Array) -> 
   return step_fn
 
 
+def forbidding(step_fn: StepFn, forbidden_ids: Sequence[int]) -> StepFn:
+  """step_fn whose logits are -inf at forbidden_ids: no search ever picks them, and beam
+  search's log-softmax renormalises over the others (HuggingFace's bad_words_ids with
+  renormalize_logits, which Marian's generation configs set for their padding id)."""
+  if not forbidden_ids:
+    return step_fn
+  forbidden = jnp.asarray(forbidden_ids, jnp.int32)
+
+  def masked_step_fn(cache: Cache, ids: Array) -> tuple[Array, Cache]:
+    logits, cache = step_fn(cache, ids)  # [b, v]
+    return logits.at[:, forbidden].set(-jnp.inf), cache
+  return masked_step_fn
+
+
 def model_step_fn(model: nn.Module, params, inputs: Array, max_length: int, beam_size: int = 1,
-                  use_cache: bool = True) -> tuple[StepFn, Cache]:
+                  use_cache: bool = True,
+                  forbidden_ids: Sequence[int] = ()) -> tuple[StepFn, Cache]:
   """A model's step function over k = beam_size tiled copies of each example of inputs [b, s]
   (the protocol above), and its cache for max_length outputs, untiled ([b, ...], as `greedy` and
-  `beam_search` take it). use_cache=False gives `recompute_step_fn` instead."""
+  `beam_search` take it). use_cache=False gives `recompute_step_fn` instead. forbidden_ids: ids
+  the step function never offers (`forbidding`)."""
   variables = {'params': params}
   encoded = model.apply(variables, inputs, method=model.encode)
   batch_size = inputs.shape[0]
@@ -315,11 +353,11 @@ def model_step_fn(model: nn.Module, params, inputs: Array, max_length: int, beam
                            jnp.zeros((batch_size,), jnp.int32))
   encoded, inputs = tile_beams((encoded, inputs), beam_size)  # leaves [b * k, ...]
   if not use_cache:
-    return recompute_step_fn(model, params, encoded, inputs), cache
+    return forbidding(recompute_step_fn(model, params, encoded, inputs), forbidden_ids), cache
 
   def step_fn(cache: Cache, ids: Array) -> tuple[Array, Cache]:
     return model.apply(variables, encoded, inputs, cache, ids, method=model.decode_step)
-  return step_fn, cache
+  return forbidding(step_fn, forbidden_ids), cache
 
 
 def max_output_length(source_length: int, margin: int, model_max_length: int) -> int:
@@ -328,11 +366,13 @@ def max_output_length(source_length: int, margin: int, model_max_length: int) ->
 
 
 def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin: int = 50,
-                  num_real_tokens: Optional[int] = None, use_cache: bool = True) -> Array:
+                  num_real_tokens: Optional[int] = None, use_cache: bool = True,
+                  forbidden_ids: Sequence[int] = ()) -> Array:
   """inputs [b, s] -> ids [b, t] by greedy search through the model's cache (protocol above);
-  use_cache=False recomputes the prefix at each step instead (`recompute_step_fn`)."""
+  use_cache=False recomputes the prefix at each step instead (`recompute_step_fn`); no output
+  is one of forbidden_ids."""
   max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
-  step_fn, cache = model_step_fn(model, params, inputs, max_length, 1, use_cache)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, 1, use_cache, forbidden_ids)
   return greedy(step_fn, cache, output_limits(inputs, max_length_margin, max_length), max_length,
                 num_real_tokens)
 
@@ -340,28 +380,35 @@ def greedy_decode(model: nn.Module, params, inputs: Array, *, max_length_margin:
 def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: int,
                        alpha: float = 0.6, max_length_margin: int = 50,
                        num_real_tokens: Optional[int] = None, use_cache: bool = True,
-                       early_stopping: bool = True) -> BeamSearchOutput:
-  """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search."""
+                       early_stopping: bool = True, length_penalty: str = 'gnmt',
+                       forbidden_ids: Sequence[int] = ()) -> BeamSearchOutput:
+  """inputs [b, s] -> the best hypotheses ids [b, t] (and all beams) by beam search;
+  length_penalty: 'gnmt' or 'power' (`beam_search`); no output is one of forbidden_ids."""
   max_length = max_output_length(inputs.shape[1], max_length_margin, model.max_length)
-  step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache)
+  step_fn, cache = model_step_fn(model, params, inputs, max_length, beam_size, use_cache,
+                                 forbidden_ids)
   return beam_search(step_fn, cache, output_limits(inputs, max_length_margin, max_length),
                      max_length, beam_size=beam_size, alpha=alpha,
-                     num_real_tokens=num_real_tokens, early_stopping=early_stopping)
+                     num_real_tokens=num_real_tokens, early_stopping=early_stopping,
+                     length_penalty=length_penalty)
 
 
 def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
              length_penalty: float = 0.6, max_length_margin: int = 50,
-             num_real_tokens: Optional[int] = None) -> Array:
+             num_real_tokens: Optional[int] = None,
+             forbidden_ids: Sequence[int] = ()) -> Array:
   """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with the
-  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls."""
+  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls.
+  forbidden_ids: ids never output (Marian checkpoints: (PAD_ID,), as their generation configs'
+  bad_words_ids)."""
   if beam_size < 1:
     raise errors.UserError(f'beam_size must be at least 1; got {beam_size}.')
   if beam_size == 1:
     return greedy_decode(model, params, inputs, max_length_margin=max_length_margin,
-                         num_real_tokens=num_real_tokens)
+                         num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids)
   return beam_search_decode(model, params, inputs, beam_size=beam_size, alpha=length_penalty,
                             max_length_margin=max_length_margin,
-                            num_real_tokens=num_real_tokens).ids
+                            num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids).ids
 
 
 # Language models (decoder-only). Their protocol: linen methods

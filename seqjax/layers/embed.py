@@ -32,17 +32,31 @@ def position_embedding_kind(position_embedding: str, attention_name: str,
   return 'none' if attention_name in attention_lib.ENCODES_POSITIONS else default
 
 
-def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_000.0) -> np.ndarray:
+# How the sines and cosines of `sinusoidal_positions` are laid out along the features.
+POSITION_LAYOUTS = ('interleaved', 'halves')
+
+
+def sinusoidal_positions(length: int, features: int, max_timescale: float = 10_000.0,
+                         layout: str = 'interleaved') -> np.ndarray:
   """[length, features] encodings of Vaswani et al. 2017, sec. 3.5, interleaved as written:
 
       PE(pos, 2i)   = sin(pos / max_timescale^(2i / features))
       PE(pos, 2i+1) = cos(pos / max_timescale^(2i / features))
+
+  layout='halves' puts the same values as [all sines | all cosines], PE(pos, i) the sine and
+  PE(pos, features / 2 + i) the cosine of frequency i: the layout of fairseq, Marian and
+  tensor2tensor, which their checkpoints were trained with.
   """
   if features % 2:
     raise errors.UserError(f'Sinusoidal positions need an even number of features; got {features}.')
+  if layout not in POSITION_LAYOUTS:
+    raise errors.UserError(f'Unknown position_layout {layout!r}; known: '
+                           f'{", ".join(POSITION_LAYOUTS)}.')
   positions = np.arange(length, dtype=np.float64)[:, None]  # [length, 1]
   even = np.arange(0, features, 2, dtype=np.float64)  # the 2i of the formula, [features / 2]
   angles = positions / max_timescale ** (even / features)  # [length, features / 2]
+  if layout == 'halves':
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
   encoding = np.empty((length, features), dtype=np.float32)
   encoding[:, 0::2] = np.sin(angles)
   encoding[:, 1::2] = np.cos(angles)

@@ -10,6 +10,10 @@ embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
 Shape legend: b batch, s source length, t target length, e model dim, v vocab.
 Token id 0 is padding and doubles as the decoder's start symbol (targets are shifted right).
 
+Pretrained checkpoints set the options that say how theirs differ (seqjax/hf/marian.py for
+Marian/OPUS-MT): position_layout='halves' ([sin | cos]), final_logits_bias, activation,
+scale_embeddings and norm_epsilon; the defaults are the paper's.
+
 Decoding (seqjax/decode.py) goes through `encode`, `init_cache` and `decode_step`, the protocol
 every encoder-decoder model implements; the cache is an explicit pytree (`DecoderCache`), so each
 step costs one position instead of the whole prefix.
@@ -90,6 +94,12 @@ class Transformer(nn.Module):
   # auto | sinusoidal | learned | none; auto: none for rope, alibi and relative attention, else
   # sinusoidal. 'learned' is one [max_length, e] table shared by encoder and decoder.
   position_embedding: str = 'auto'
+  # interleaved | halves: the sinusoids' feature layout (layers/embed.py sinusoidal_positions);
+  # halves ([sin | cos]) is that of Marian's checkpoints (seqjax/hf/marian.py).
+  position_layout: str = 'interleaved'
+  # A learned bias [v] added to the output logits (Marian's final_logits_bias); the tied
+  # projection alone when False, as in the paper.
+  final_logits_bias: bool = False
   remat: str = 'none'  # per-block rematerialisation: none | full | dots (layers/transformer.py)
   dtype: jnp.dtype = jnp.float32
   activation: str = 'relu'  # of the feed-forward layers (layers/transformer.py ACTIVATIONS)
@@ -120,6 +130,10 @@ class Transformer(nn.Module):
     if self.pre_ln:  # pre-LN stacks end in a LayerNorm; post-LN blocks already end in one
       self.encoder_norm = blocks.layer_norm('encoder_norm', self.dtype, epsilon=self.norm_epsilon)
       self.decoder_norm = blocks.layer_norm('decoder_norm', self.dtype, epsilon=self.norm_epsilon)
+    if self.final_logits_bias:
+      self.logits_bias = self.param(
+          'final_logits_bias', nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                            ('vocab',)), (self.vocab_size,))
     self.dropout = dropout_lib.Dropout(self.dropout_rate)
 
   @property
@@ -130,7 +144,8 @@ class Transformer(nn.Module):
   def _position_table(self, length: int) -> Optional[Array]:
     """The position encodings [length, e] added to the embeddings, or None ('none')."""
     if self.position_kind == 'sinusoidal':
-      return jnp.asarray(embed.sinusoidal_positions(length, self.embed_dim), self.dtype)
+      return jnp.asarray(embed.sinusoidal_positions(length, self.embed_dim,
+                                                    layout=self.position_layout), self.dtype)
     if self.position_kind == 'learned':
       return jnp.asarray(self.positions[:length], self.dtype)
     return None
@@ -201,7 +216,20 @@ class Transformer(nn.Module):
                 cross_lengths, bias)
     if self.pre_ln:
       x = self.decoder_norm(x)
-    return self.embed.attend(x) if project else self.embed.projection(x)
+    if project:
+      return self._logits(x)
+    if self.final_logits_bias:
+      raise errors.UserError('The chunked loss (loss_chunk_size > 0) has no final_logits_bias; '
+                             'train this model with loss_chunk_size=0.')
+    return self.embed.projection(x)
+
+  def _logits(self, x: Array) -> Array:
+    """The decoder's output [b, t, e] -> logits [b, t, v] (float32): the tied projection, plus
+    the final logits bias [v] when the model has one."""
+    logits = self.embed.attend(x)  # [b, t, v]
+    if self.final_logits_bias:
+      logits = logits + jnp.asarray(self.logits_bias, jnp.float32)[None, None]  # + [1, 1, v]
+    return logits
 
   def init_cache(self, encoded: Array, inputs: Array, max_length: int) -> DecoderCache:
     """An empty cache for up to max_length outputs given encoded [b, s, e] of inputs [b, s].
@@ -238,7 +266,7 @@ class Transformer(nn.Module):
       layers.append(layer_cache)
     if self.pre_ln:
       x = self.decoder_norm(x)
-    logits = self.embed.attend(x)[:, 0]  # [b, v]
+    logits = self._logits(x)[:, 0]  # [b, v]
     return logits, DecoderCache(position=cache.position + 1, layers=tuple(layers))
 
   def __call__(self, inputs: Array, targets: Array, *, deterministic: bool = True,
