@@ -64,7 +64,10 @@ class EvalConfig:
   bleu_tokenize: str = '13a'  # sacrebleu tokenizer name
   num_plot_examples: int = 4  # attention heatmaps drawn at the end of training
   beam_size: int = 1  # 1: greedy search; more: beam search (seqjax/decode.py)
-  length_penalty: float = 0.6  # alpha of the GNMT length penalty ((5 + |Y|) / 6)^alpha
+  length_penalty: float = 0.6  # alpha of the length penalty
+  # gnmt: ((5 + |Y|) / 6)^alpha (Wu et al. 2016, the paper's); power: |Y|^alpha (transformers',
+  # fairseq's: OPUS-MT's published setting is power with alpha 1)
+  length_penalty_form: str = 'gnmt'
   max_length_margin: int = 50  # an output may be at most its source length + this many tokens
   # --mode=evaluate averages the parameters of the newest this many checkpoints (Vaswani et al.
   # 2017, sec. 6.1: 5 for base, 20 for big); keep_checkpoints must be at least this.
@@ -241,6 +244,7 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.num_plot_examples': _NON_NEGATIVE,
     'eval.beam_size': _at_least(1),
     'eval.length_penalty': _NON_NEGATIVE,
+    'eval.length_penalty_form': ((lambda value: value in ('gnmt', 'power')), "'gnmt' or 'power'"),
     'eval.max_length_margin': _NON_NEGATIVE,
     'eval.num_average_checkpoints': _at_least(1),
     'generate.temperature': _NON_NEGATIVE,

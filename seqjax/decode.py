@@ -396,9 +396,10 @@ def beam_search_decode(model: nn.Module, params, inputs: Array, *, beam_size: in
 def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
              length_penalty: float = 0.6, max_length_margin: int = 50,
              num_real_tokens: Optional[int] = None,
-             forbidden_ids: Sequence[int] = ()) -> Array:
-  """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with the
-  GNMT length penalty alpha = length_penalty. What the trainer's evaluation calls.
+             forbidden_ids: Sequence[int] = (), length_penalty_form: str = 'gnmt') -> Array:
+  """inputs [b, s] -> ids [b, t]: greedy search when beam_size is 1, else beam search with
+  alpha = length_penalty in the length penalty of length_penalty_form ('gnmt', or 'power':
+  `beam_search`). What the trainer's evaluation calls.
   forbidden_ids: ids never output (Marian checkpoints: (PAD_ID,), as their generation configs'
   bad_words_ids)."""
   if beam_size < 1:
@@ -407,6 +408,7 @@ def generate(model: nn.Module, params, inputs: Array, *, beam_size: int = 1,
     return greedy_decode(model, params, inputs, max_length_margin=max_length_margin,
                          num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids)
   return beam_search_decode(model, params, inputs, beam_size=beam_size, alpha=length_penalty,
+                            length_penalty=length_penalty_form,
                             max_length_margin=max_length_margin,
                             num_real_tokens=num_real_tokens, forbidden_ids=forbidden_ids).ids
 

@@ -359,10 +359,16 @@ def make_decode_fn(exp: Experiment):
   if not exp.task.decodes:
     return None
   cfg = exp.cfg.eval
+  forbidden = ()
+  if hf.is_hf(exp.cfg.init_from):  # e.g. Marian's ban on padding (generation_config.json)
+    directory = hf.directory(exp.cfg.init_from)
+    forbidden = hf.generation.forbidden_ids(directory, hf.convert(
+        directory, hf.head_for(directory, exp.cfg.model_name)).id_map)
   fn = functools.partial(decode.generate, exp.model, beam_size=cfg.beam_size,
                          length_penalty=cfg.length_penalty,
+                         length_penalty_form=cfg.length_penalty_form,
                          max_length_margin=cfg.max_length_margin,
-                         num_real_tokens=exp.tokenizer.vocab_size)
+                         num_real_tokens=exp.tokenizer.vocab_size, forbidden_ids=forbidden)
   # Replicated output: every process reads all decoded rows (multi-host evaluation).
   return jax.jit(fn, in_shardings=(exp.state_sharding.params, exp.batch_sharding),
                  out_shardings=sharding.replicated(exp.mesh))

@@ -17,6 +17,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # libtpu is installed for the compile-mode tests; without this every JAX process would probe for
 # TPU chips first, and processes started together contend for /tmp/libtpu_lockfile.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# transformers (tests/test_hf_*.py builds its reference models from configs) fetches nothing.
+os.environ["HF_HUB_OFFLINE"] = "1"
 # JAX's persistent compilation cache, shared by the xdist workers and the training subprocesses
 # they start (which inherit the environment): the resume, preemption and multi-host tests compile
 # the same steps in several processes. Entries are keyed by the program and the jax version.

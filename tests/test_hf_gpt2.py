@@ -25,9 +25,9 @@ from seqjax.hf import common  # noqa: E402
 from seqjax.hf import gpt2  # noqa: E402
 from seqjax.models import decoder_only  # noqa: E402
 
-torch = pytest.importorskip('torch')
-transformers = pytest.importorskip('transformers')
-tokenizers = pytest.importorskip('tokenizers')
+import torch  # noqa: E402
+import transformers  # noqa: E402
+import tokenizers  # noqa: E402
 
 BPE_SIZE = 300  # the trained tokenizer's ids; <|endoftext|> is added after them, the last id
 VOCAB = BPE_SIZE + 1

@@ -25,6 +25,7 @@ import numpy as np
 from seqjax import errors
 from seqjax import models
 from seqjax.hf import common
+from seqjax.hf import generation
 
 # model_type in config.json -> the module of this package that ports it.
 FAMILIES = {
@@ -32,6 +33,7 @@ FAMILIES = {
     'bert': 'bert',
     'vit': 'vit',
     't5': 't5',
+    'mt5': 't5',
     'marian': 'marian',
 }
 
@@ -42,7 +44,7 @@ MODEL_NAME = models.FROM_HF  # model.name of configs/hf.py: the model of init_fr
 BERT_HEADS = {'bert_mlm': 'mlm', 'transformer_classifier': 'classification'}
 
 # The task of configs/hf.py's model (model.name='hf'), by model_type: what the modes run.
-TASKS = {'gpt2': 'lm', 't5': 'translation', 'marian': 'translation'}
+TASKS = {'gpt2': 'lm', 't5': 'translation', 'mt5': 'translation', 'marian': 'translation'}
 
 
 def is_hf(init_from: str) -> bool:
