@@ -25,31 +25,15 @@ from seqjax.hf import common  # noqa: E402
 from seqjax.hf import gpt2  # noqa: E402
 from seqjax.models import decoder_only  # noqa: E402
 
+import hf_models  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-import tokenizers  # noqa: E402
 
 BPE_SIZE = 300  # the trained tokenizer's ids; <|endoftext|> is added after them, the last id
 VOCAB = BPE_SIZE + 1
 EOT = VOCAB - 1  # <|endoftext|>: GPT-2's bos and eos
 MAX_NEW_TOKENS = 12
-TEXTS = ['the quick brown fox jumps over the lazy dog', 'hello world, hello seqjax',
-         'a language model reads bytes, merged into pieces']
-
-
-def _train_tokenizer(directory):
-  """A GPT-2 style byte-level BPE tokenizer.json with <|endoftext|> as its last id."""
-  decoders, models = tokenizers.decoders, tokenizers.models
-  pre_tokenizers, trainers = tokenizers.pre_tokenizers, tokenizers.trainers
-  tokenizer = tokenizers.Tokenizer(models.BPE())
-  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=BPE_SIZE, show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tokenizer.train_from_iterator(TEXTS * 20, trainer)
-  tokenizer.add_special_tokens(['<|endoftext|>'])
-  assert tokenizer.get_vocab_size() == VOCAB and tokenizer.token_to_id('<|endoftext|>') == EOT
-  tokenizer.save(str(directory / 'tokenizer.json'))
+TEXTS = hf_models.GPT2_TEXTS
 
 
 def _randomise(model, seed):
@@ -76,7 +60,7 @@ def hf_model(tmp_path_factory):
   model = transformers.GPT2LMHeadModel(config).eval()
   _randomise(model, seed=1)
   model.save_pretrained(directory)
-  _train_tokenizer(directory)
+  hf_models.write_gpt2_tokenizer(directory, BPE_SIZE)
   return directory, model
 
 

@@ -13,7 +13,6 @@ import jax.numpy as jnp  # noqa: E402
 from flax.core import meta  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import sentencepiece as spm  # noqa: E402
 
 from seqjax import decode  # noqa: E402
 from seqjax import errors  # noqa: E402
@@ -23,42 +22,14 @@ from seqjax.hf import generation  # noqa: E402
 from seqjax.hf import marian  # noqa: E402
 from seqjax.layers import embed  # noqa: E402
 
+import hf_models  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-SOURCE_TEXTS = ['the cat sat on the mat', 'a dog ran in the park', 'the bird sang a song',
-                'we walk to the market every day', 'she reads books at night']
-TARGET_TEXTS = ['die katze sass auf der matte', 'ein hund lief im park', 'der vogel sang ein lied',
-                'wir gehen jeden tag zum markt', 'sie liest nachts buecher']
-EOS_BIAS = 4.0  # added to the end token's logit, so that some translations end before the limit
+EOS_BIAS = hf_models.MARIAN_EOS_BIAS
 END_SHIFT_FOR_BEAMS = -0.5
 END_SHIFT_FOR_NORMALISED_BEAMS = 2.0
 PAD_BIAS = 3.0  # added to padding's logit where a test needs it likely
-
-
-def _train_spm(texts: list[str], path: str) -> None:
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(texts * 20), model_prefix=path,
-                                 vocab_size=40, model_type='unigram', character_coverage=1.0,
-                                 hard_vocab_limit=False, minloglevel=2)
-
-
-def _randomize(model, rng: torch.Generator) -> None:
-  """Weights of unit-scale activations (HuggingFace's std 0.02 would give near-tied logits), norms
-  away from 1 and 0, and a random final_logits_bias, so that every tensor matters."""
-  with torch.no_grad():
-    for name, parameter in model.named_parameters():
-      noise = torch.randn(parameter.shape, generator=rng)
-      if 'layer_norm' in name:
-        parameter.copy_((1.0 if name.endswith('weight') else 0.0) + 0.2 * noise)
-      elif parameter.ndim == 2 and 'embed' not in name and 'shared' not in name:
-        parameter.copy_(noise * parameter.shape[1] ** -0.5)
-      elif parameter.ndim == 2:
-        parameter.copy_(0.3 * noise)
-      else:
-        parameter.copy_(0.1 * noise)
-    bias = torch.randn(model.final_logits_bias.shape, generator=rng)
-    bias[0, model.config.eos_token_id] += EOS_BIAS
-    model.final_logits_bias.copy_(bias)
 
 
 @pytest.fixture(scope='module')
@@ -66,31 +37,7 @@ def directory(tmp_path_factory):
   """A Marian directory: tiny model (swish, scaled embeddings), source.spm, target.spm and
   vocab.json (</s> 0, <unk> 1, the pieces, <pad> last)."""
   path = tmp_path_factory.mktemp('marian')
-  _train_spm(SOURCE_TEXTS, str(path / 'source'))
-  _train_spm(TARGET_TEXTS, str(path / 'target'))
-  pieces = []
-  for name in ('source', 'target'):
-    os.rename(path / f'{name}.model', path / f'{name}.spm')
-    os.remove(path / f'{name}.vocab')
-    processor = spm.SentencePieceProcessor(model_file=str(path / f'{name}.spm'))
-    pieces += [processor.id_to_piece(i) for i in range(processor.get_piece_size())
-               if not processor.is_control(i) and not processor.is_unknown(i)]
-  vocab = {'</s>': 0, '<unk>': 1}
-  for piece in pieces:
-    vocab.setdefault(piece, len(vocab))
-  vocab['<pad>'] = len(vocab)
-  (path / 'vocab.json').write_text(json.dumps(vocab))
-  size = len(vocab)
-  config = transformers.MarianConfig(
-      vocab_size=size, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-      decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
-      max_position_embeddings=64, activation_function='swish', scale_embedding=True,
-      pad_token_id=size - 1, decoder_start_token_id=size - 1, eos_token_id=0,
-      forced_eos_token_id=None, dropout=0.0)
-  torch.manual_seed(0)
-  model = transformers.MarianMTModel(config).eval()
-  _randomize(model, torch.Generator().manual_seed(1))
-  model.save_pretrained(path)
+  hf_models.write_marian(path)
   return path
 
 

@@ -10,8 +10,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')  # nothing may be downloaded
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tokenizers  # noqa: E402
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+import sacrebleu  # noqa: E402
+import hf_models  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
@@ -24,21 +24,12 @@ from seqjax import inference  # noqa: E402
 from seqjax import train  # noqa: E402
 from seqjax.data import synthetic_text  # noqa: E402
 
-BERT_SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
-GPT2_TEXTS = ['the quick brown fox jumps over the lazy dog', 'hello world, hello seqjax',
-              'a language model reads bytes, merged into pieces']
 
 
 def _bert_directory(directory) -> str:
   """A tiny random BertForMaskedLM with a WordPiece tokenizer.json trained on review texts."""
-  tokenizer = tokenizers.Tokenizer(models.WordPiece(unk_token='[UNK]'))
-  tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-  tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-  tokenizer.decoder = decoders.WordPiece()
-  texts = [text for text, _ in synthetic_text.make_reviews("train", 400, seed=0)]
-  tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(
-      vocab_size=200, special_tokens=BERT_SPECIALS, show_progress=False))
-  tokenizer.save(str(directory / 'tokenizer.json'))
+  texts = [text for text, _ in synthetic_text.make_reviews('train', 400, seed=0)]
+  tokenizer = hf_models.write_wordpiece_tokenizer(directory, texts)
   torch.manual_seed(0)
   config = transformers.BertConfig(
       vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
@@ -49,13 +40,7 @@ def _bert_directory(directory) -> str:
 
 def _gpt2_directory(directory):
   """A tiny random GPT2LMHeadModel with a byte-level BPE tokenizer.json (<|endoftext|> last)."""
-  tokenizer = tokenizers.Tokenizer(models.BPE())
-  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tokenizer.decoder = decoders.ByteLevel()
-  tokenizer.train_from_iterator(GPT2_TEXTS * 20, trainers.BpeTrainer(
-      vocab_size=300, show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-  tokenizer.add_special_tokens(['<|endoftext|>'])
-  tokenizer.save(str(directory / 'tokenizer.json'))
+  tokenizer = hf_models.write_gpt2_tokenizer(directory)
   eot = tokenizer.token_to_id('<|endoftext|>')
   torch.manual_seed(0)
   config = transformers.GPT2Config(
@@ -159,3 +144,51 @@ def test_bert_fine_tuning_trains_and_evaluates(bert_directory, tmp_path):
   metrics = train.train_and_evaluate(config, str(tmp_path))
   assert 0.0 <= metrics['test_accuracy'] <= 100.0 and np.isfinite(metrics['test_loss'])
   assert os.listdir(tmp_path / 'checkpoints')
+
+
+@pytest.fixture(scope='module')
+def marian(tmp_path_factory):
+  """A tiny Marian directory (tests/hf_models.py), its transformers model and tokenizer."""
+  path = tmp_path_factory.mktemp('marian')
+  hf_models.write_marian(path)
+  return (str(path), transformers.MarianMTModel.from_pretrained(path).eval(),
+          transformers.MarianTokenizer.from_pretrained(path))
+
+
+MAX_POSITIONS = 64  # the tiny Marian's max_position_embeddings
+
+
+def _marian_translations(reference, tokenizer, lines, **generate_args) -> list[str]:
+  inputs = tokenizer(lines, return_tensors='pt', padding=True)
+  with torch.no_grad():
+    output = reference.generate(**inputs, max_new_tokens=MAX_POSITIONS, **generate_args)
+  return tokenizer.batch_decode(output, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize('beam_size', [1, 4])
+def test_translate_and_evaluate_modes_equal_transformers(marian, tmp_path, beam_size):
+  """configs/hf.py with a Marian directory from an empty workdir: --mode=translate gives
+  transformers' `generate` translations (greedy; beam 4 with |Y|^1 as generate's
+  length_penalty=1, searched to the same bound: early_stopping='never'), and --mode=evaluate
+  writes the same translations of a test file and scores them as sacreBLEU does."""
+  directory, reference, tokenizer = marian
+  lines = hf_models.MARIAN_SOURCE_TEXTS
+  expected = _marian_translations(reference, tokenizer, lines, num_beams=beam_size,
+                                  do_sample=False, length_penalty=1.0, early_stopping='never')
+  assert len(set(expected)) > 1  # not one degenerate output
+  config = hf_config.get_config()
+  config.init_from = 'hf:' + directory
+  # Every output may take the model's 64 positions, as generate's max_new_tokens.
+  config.eval.update(beam_size=beam_size, length_penalty=1.0, length_penalty_form='power',
+                     max_length_margin=MAX_POSITIONS)
+  assert list(inference.translate(config, str(tmp_path), [line + '\n' for line in lines])) == (
+      expected)
+  test_file = tmp_path / 'test.tsv'
+  references = hf_models.MARIAN_TARGET_TEXTS
+  test_file.write_text(''.join(f'{s}\t{t}\n' for s, t in zip(lines, references)))
+  config.data.test_path = str(test_file)
+  metrics = inference.evaluate(config, str(tmp_path / 'evaluate'))
+  written = (tmp_path / 'evaluate' / 'test_translations.txt').read_text().splitlines()
+  assert written == expected
+  assert metrics['test_bleu'] == pytest.approx(
+      sacrebleu.corpus_bleu(expected, [references]).score)

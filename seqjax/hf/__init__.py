@@ -25,7 +25,7 @@ import numpy as np
 from seqjax import errors
 from seqjax import models
 from seqjax.hf import common
-from seqjax.hf import generation
+from seqjax.hf import generation  # noqa: F401  (hf.generation.forbidden_ids, for the runs)
 
 # model_type in config.json -> the module of this package that ports it.
 FAMILIES = {
@@ -44,7 +44,7 @@ MODEL_NAME = models.FROM_HF  # model.name of configs/hf.py: the model of init_fr
 BERT_HEADS = {'bert_mlm': 'mlm', 'transformer_classifier': 'classification'}
 
 # The task of configs/hf.py's model (model.name='hf'), by model_type: what the modes run.
-TASKS = {'gpt2': 'lm', 't5': 'translation', 'mt5': 'translation', 'marian': 'translation'}
+TASKS = {'gpt2': 'lm', 't5': 'seq2seq', 'mt5': 'seq2seq', 'marian': 'seq2seq'}
 
 
 def is_hf(init_from: str) -> bool:
