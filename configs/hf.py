@@ -15,9 +15,10 @@ the class and every hyper-parameter) and runs its task: a language model (gpt2) 
 test file: `source<TAB>target` lines, data.test_path, scored with sacreBLEU and the
 compound-split BLEU). A workdir without checkpoints uses the directory's weights; training
 (--mode=train) fine-tunes them on data.train_path/eval_path like configs/parallel_text.py, and the
-modes then use the workdir's checkpoints. Beam 4 with length penalty 0.6 (the paper's, and
-GNMT's form; transformers' Marian default differs: length / alpha), greedy or sampled generation
-by the `generate` section. BERT and ViT directories fine-tune through their own configs
+modes then use the workdir's checkpoints. Translation: beam 4, log P / |Y|^1 (`eval.
+length_penalty_form='power'`, transformers' and OPUS-MT's setting; 'gnmt' is the paper's), the
+directory's banned ids (generation_config.json) never output; generation: greedy or sampled by the
+`generate` section. BERT and ViT directories fine-tune through their own configs
 (configs/bert_finetune.py, configs/vit_cifar10.py) with init_from=hf:PATH.
 """
 
@@ -32,8 +33,9 @@ def get_config(arg: str | None = None):
                            'model comes from config.init_from=hf:PATH).')
   config = config_lib.base_config(model=models.FROM_HF, data='parallel_text')
   config.data.update(max_source_length=512, max_target_length=512)
-  config.eval.update(beam_size=4, length_penalty=0.6, max_length_margin=50, batch_size=16,
-                     num_eval_batches=-1, num_plot_examples=0)
+  config.eval.update(beam_size=4, length_penalty=1.0, length_penalty_form='power',
+                     max_length_margin=50, batch_size=16, num_eval_batches=-1,
+                     num_plot_examples=0)
   config.generate.update(max_new_tokens=32)
   config.label_smoothing = 0.0
   config.num_train_steps = 1000
