@@ -90,6 +90,17 @@ def logged_losses(workdir: str) -> list[tuple[int, float]]:
   return [(row['step'], row['train_loss']) for row in logged_rows(workdir) if 'train_loss' in row]
 
 
+def start(config, workdir: str):
+  """(experiment, state, step) of a run's start in workdir: what train_and_evaluate restores or
+  creates (init_from included) before its first step, without training."""
+  from seqjax import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  from seqjax import train  # pylint: disable=g-import-not-at-top
+  exp = train.build(config, workdir)
+  with checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=2) as checkpointer:
+    state, step = train.restore_or_create(exp, checkpointer, train.make_train_iterator(exp))
+  return exp, state, step
+
+
 def saved_state(workdir: str, step: int) -> dict:
   """The raw state tree saved at `step` (NumPy arrays, no target layout needed)."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top

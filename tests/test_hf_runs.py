@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import sacrebleu  # noqa: E402
 import hf_models  # noqa: E402
+import reliability_helpers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
@@ -64,20 +65,13 @@ def gpt2(tmp_path_factory):
   return _gpt2_directory(tmp_path_factory.mktemp('gpt2'))
 
 
-def _start(config, workdir):
-  exp = train.build(config, workdir)
-  with checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=2) as checkpointer:
-    state, step = train.restore_or_create(exp, checkpointer, train.make_train_iterator(exp))
-  return exp, state, step
-
-
 def test_bert_fine_tuning_starts_from_the_directory(bert_directory, tmp_path):
   """configs/bert_finetune.py with init_from=hf:PATH: the directory's tokenizer (no vocabulary
   trained into the workdir), its encoder bit for bit, the pooler and class head fresh; the
   config's own encoder sizes give way to the directory's."""
   config = bert_finetune.get_config('smoke')
   config.init_from = 'hf:' + bert_directory
-  exp, state, step = _start(config, str(tmp_path))
+  exp, state, step = reliability_helpers.start(config, str(tmp_path))
   assert step == 0 and not os.path.exists(tmp_path / 'vocab')
   assert exp.tokenizer.vocab_size == exp.model.vocab_size
   assert (exp.model.embed_dim, exp.model.num_layers, exp.model.norm_epsilon) == (32, 2, 1e-12)

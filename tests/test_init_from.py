@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import default
+import reliability_helpers
 from seqjax import checkpoint as checkpoint_lib
 from seqjax import errors
 from seqjax import train
@@ -33,19 +34,12 @@ def pretrained(tmp_path_factory):
   return workdir, jax.tree.map(np.asarray, state.params)
 
 
-def _start(config, workdir):
-  exp = train.build(config, workdir)
-  with checkpoint_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), keep=2) as checkpointer:
-    state, step = train.restore_or_create(exp, checkpointer, train.make_train_iterator(exp))
-  return exp, state, step
-
-
 def test_shared_parameters_are_restored_bit_for_bit_and_new_ones_stay_fresh(pretrained, tmp_path):
   workdir, saved = pretrained
   config = _config(pre_ln=True)  # adds encoder_norm and decoder_norm, absent from the checkpoint
   config.init_from = workdir
   config.seed = 7  # a fresh start would differ everywhere
-  exp, state, step = _start(config, str(tmp_path))
+  exp, state, step = reliability_helpers.start(config, str(tmp_path))
   assert step == 0
   fresh = train.create_state(exp).params
   for name in ('encoder_norm', 'decoder_norm'):
@@ -70,7 +64,7 @@ def test_a_parameter_of_another_shape_is_refused_naming_it(pretrained, tmp_path)
                      match=r'init_from=.*the checkpoint at step 3 holds parameter '
                            r'decoder_0/feed_forward/wi/bias of shape \(64,\); this model\'s is '
                            r'\(48,\)'):
-    _start(config, str(tmp_path))
+    reliability_helpers.start(config, str(tmp_path))
 
 
 @pytest.mark.parametrize('path,message', [
@@ -85,8 +79,8 @@ def test_init_from_names_a_workdir_or_checkpoint(pretrained, tmp_path, path, mes
   config.init_from = path.format(workdir=workdir)
   if message:
     with pytest.raises(errors.UserError, match=message):
-      _start(config, str(tmp_path))
+      reliability_helpers.start(config, str(tmp_path))
     return
-  _, state, _ = _start(config, str(tmp_path))
+  _, state, _ = reliability_helpers.start(config, str(tmp_path))
   np.testing.assert_array_equal(np.asarray(jax.tree.leaves(state.params['embed'])[0]),
                                 jax.tree.leaves(saved['embed'])[0])

@@ -96,16 +96,7 @@ def encoder_options(config: dict) -> dict:
 
 def choose_head(config: dict, head: Optional[str]) -> str:
   """`head`, or the one of the checkpoint's architecture when None."""
-  if head is None:
-    architecture = (config.get('architectures') or ['BertModel'])[0]
-    if architecture not in ARCHITECTURE_HEADS:
-      raise errors.UserError(f'Unsupported BERT architecture {architecture!r}; supported: '
-                             f'{", ".join(ARCHITECTURE_HEADS)} (or pick head= one of '
-                             f'{", ".join(HEADS)}).')
-    head = ARCHITECTURE_HEADS[architecture]
-  if head not in HEADS:
-    raise errors.UserError(f'Unknown BERT head {head!r}; known: {", ".join(HEADS)}.')
-  return head
+  return common.choose_head('BERT', config, head, ARCHITECTURE_HEADS, HEADS, 'BertModel')
 
 
 def num_labels(config: dict) -> int:

@@ -119,6 +119,23 @@ class IdMap:
     return table[self.to_seqjax]
 
 
+def choose_head(family: str, config: dict, head: Optional[str],
+                architecture_heads: dict[str, str], heads: tuple[str, ...],
+                base_architecture: str) -> str:
+  """`head`, or for None the one of the checkpoint's architecture (config.architectures[0] by
+  architecture_heads; base_architecture's when the config names none)."""
+  if head is None:
+    architecture = (config.get('architectures') or [base_architecture])[0]
+    if architecture not in architecture_heads:
+      raise errors.UserError(f'Unsupported {family} architecture {architecture!r}; supported: '
+                             f'{", ".join(architecture_heads)} (or pick head= one of '
+                             f'{", ".join(heads)}).')
+    head = architecture_heads[architecture]
+  if head not in heads:
+    raise errors.UserError(f'Unknown {family} head {head!r}; known: {", ".join(heads)}.')
+  return head
+
+
 @dataclasses.dataclass
 class Converted:
   """A HuggingFace checkpoint in seqjax: the model (a flax module, configured to compute the

@@ -71,16 +71,7 @@ def model_options(config: dict) -> dict:
 
 def choose_head(config: dict, head: Optional[str]) -> str:
   """`head`, or the one of the checkpoint's architecture when None."""
-  if head is None:
-    architecture = (config.get('architectures') or ['ViTModel'])[0]
-    if architecture not in ARCHITECTURE_HEADS:
-      raise errors.UserError(f'Unsupported ViT architecture {architecture!r}; supported: '
-                             f'{", ".join(ARCHITECTURE_HEADS)} (or pick head= one of '
-                             f'{", ".join(HEADS)}).')
-    head = ARCHITECTURE_HEADS[architecture]
-  if head not in HEADS:
-    raise errors.UserError(f'Unknown ViT head {head!r}; known: {", ".join(HEADS)}.')
-  return head
+  return common.choose_head('ViT', config, head, ARCHITECTURE_HEADS, HEADS, 'ViTModel')
 
 
 def _encoder_layer(tensors: common.Tensors, prefix: str, num_heads: int) -> dict:
