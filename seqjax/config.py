@@ -24,6 +24,8 @@ from seqjax import models
 
 # jax.random.key(seed, impl=...); 'auto' is resolved by the trainer (resolve_rng_impl).
 RNG_IMPLS = ('auto', 'threefry2x32', 'rbg', 'unsafe_rbg')
+# eval.length_penalty_form: beam search's length penalties (seqjax/decode.py LENGTH_PENALTIES).
+LENGTH_PENALTY_FORMS = ('gnmt', 'power')
 # Computation dtypes. float16 is not offered: without loss scaling its gradients underflow.
 DTYPES = ('float32', 'bfloat16')
 
@@ -244,7 +246,6 @@ DOMAINS: dict[str, tuple[Callable[[Any], bool], str]] = {
     'eval.num_plot_examples': _NON_NEGATIVE,
     'eval.beam_size': _at_least(1),
     'eval.length_penalty': _NON_NEGATIVE,
-    'eval.length_penalty_form': ((lambda value: value in ('gnmt', 'power')), "'gnmt' or 'power'"),
     'eval.max_length_margin': _NON_NEGATIVE,
     'eval.num_average_checkpoints': _at_least(1),
     'generate.temperature': _NON_NEGATIVE,
@@ -295,6 +296,9 @@ def typed(config: ml_collections.ConfigDict) -> Config:
       for name, axes in raw['logical_axis_rules'])
   if raw['rng_impl'] not in RNG_IMPLS:
     raise errors.UserError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
+  if raw['eval'].length_penalty_form not in LENGTH_PENALTY_FORMS:
+    raise errors.UserError(f'Unknown eval.length_penalty_form {raw["eval"].length_penalty_form!r}; '
+                           f'known: {", ".join(LENGTH_PENALTY_FORMS)}.')
   if raw['dtype'] not in DTYPES:
     raise errors.UserError(f'Unknown dtype {raw["dtype"]!r}; known: {", ".join(DTYPES)}.')
   _check_loss_chunk_size(raw['loss_chunk_size'], model_name)

@@ -86,6 +86,7 @@ def evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   test_translations.txt and test_results.json in the workdir.
   """
   exp = train.build(config, workdir)
+  train.check_data_task(exp, 'evaluate')
   params, steps = _averaged_params(exp)
   records = exp.load_split('test')
   metrics = train.eval_metrics(exp, train.make_eval_step(exp), params, records, 'test_')
@@ -109,6 +110,9 @@ def translate(config: ml_collections.ConfigDict | config_lib.Config, workdir: st
               lines: Iterable[str]) -> Iterable[str]:
   """Decodes each source line with the latest checkpoint in workdir, in order."""
   exp = train.build(config, workdir)
+  if not exp.task.decodes and exp.cfg.model_name == models.FROM_HF:
+    raise errors.UserError(f'--mode=translate needs an encoder-decoder; init_from='
+                           f'{exp.cfg.init_from} holds a model of the {exp.task.name} task.')
   if not exp.task.decodes:
     raise errors.UserError(f'--mode=translate needs a seq2seq dataset; {exp.cfg.data_name!r} is a '
                            f'{exp.task.name} dataset.')

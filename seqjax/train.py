@@ -182,6 +182,18 @@ def task_of(cfg: config_lib.Config) -> tasks.Task:
                          models.reads_bert_inputs(cfg.model_name, cfg.model))
 
 
+def check_data_task(exp: Experiment, mode: str) -> None:
+  """configs/hf.py's model runs its directory's task; a mode that reads the dataset (train,
+  evaluate) needs a dataset of that task (a GPT-2 directory cannot read parallel text)."""
+  data_task = data_lib.get(exp.cfg.data_name).task
+  if exp.cfg.model_name == hf.MODEL_NAME and data_task != exp.task.name:
+    raise errors.UserError(
+        f'--mode={mode} reads data.name={exp.cfg.data_name!r}, a {data_task} dataset; '
+        f'init_from={exp.cfg.init_from} holds a model of the {exp.task.name} task: give it a '
+        f'config of that task with the same init_from (e.g. configs/transformer_lm.py for a '
+        'language model).')
+
+
 def _state_layout(cfg: config_lib.Config, mesh: jax.sharding.Mesh, model: nn.Module,
                   optimizer: optax.GradientTransformation, task: tasks.Task,
                   example: dict[str, np.ndarray]):
@@ -605,6 +617,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | config_lib.Config,
   watcher = preemption.SigtermWatcher(as_typed(config).preemption_check_every_steps)
   try:
     exp = build(config, workdir)
+    check_data_task(exp, 'train')
     cfg = exp.cfg
     is_main = jax.process_index() == 0
     writer = metric_writer.MetricWriter(workdir, enabled=is_main)

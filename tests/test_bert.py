@@ -283,6 +283,6 @@ def test_init_from_refuses_another_encoder_shape(pretrained, tmp_path):
   config = bert_finetune.get_config('smoke')
   config.init_from = pretrained
   config.model.update(embed_dim=16)
-  with pytest.raises(errors.UserError, match=r'init_from=.*parameter embed/.* is shape '
-                                             r'\(.*32\) in the checkpoint .* and \(.*16\)'):
+  with pytest.raises(errors.UserError, match=r'init_from=.* holds parameter embed/.* of shape '
+                                             r'\(.*32\); this model\'s is \(.*16\)'):
     _start(config, str(tmp_path))

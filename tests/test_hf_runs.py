@@ -128,6 +128,12 @@ def test_generate_mode_continues_as_transformers_generate(gpt2, tmp_path):
       new = new[:new.index(eot)]
     assert text == tokenizer.decode(new), prompt
   assert not os.path.exists(tmp_path / 'checkpoints') or not os.listdir(tmp_path / 'checkpoints')
+  with pytest.raises(errors.UserError, match=r"--mode=evaluate reads data.name='parallel_text', "
+                                             r"a seq2seq dataset; .* a model of the lm task"):
+    inference.evaluate(config, str(tmp_path))
+  with pytest.raises(errors.UserError, match=r"--mode=translate needs an encoder-decoder; "
+                                             r"init_from=hf:.* holds a model of the lm task"):
+    inference.translate(config, str(tmp_path), ['hello'])
 
 
 def test_bert_fine_tuning_trains_and_evaluates(bert_directory, tmp_path):

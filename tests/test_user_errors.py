@@ -42,12 +42,17 @@ def _assert_one_line(result, *expected):
       '--config.data.train_path=x.tsv'],
      ["configs/default.py has no key data.train_path: its data section holds the keys of the "
       "dataset 'dates'", 'which has no train_path', "For the dataset 'parallel_text' use a config "
-      "whose data section is that dataset's: configs/parallel_text.py"]),
+      "whose data section is that dataset's: configs/hf.py or configs/parallel_text.py"]),
     (['--config=configs/nope.py'], ["bad command line: no config file 'configs/nope.py'"]),
     (['--config=configs/default.py:bogus'],
      ["--config=configs/default.py:bogus: Unknown config argument 'bogus'; known: smoke."]),
     (['--config=configs/default.py', '--config.bogus=1'],
      ['configs/default.py has no key bogus; the top level holds batch_size,']),
+    (['--config=configs/default.py', '--config.eval.length_penalty_form=powr'],
+     ["Unknown eval.length_penalty_form 'powr'; known: gnmt, power."]),
+    (['--config=configs/hf.py', '--config.init_from=hf:/nonexistent/gpt2'],
+     ['init_from=hf:/nonexistent/gpt2: /nonexistent/gpt2 is not a HuggingFace model directory '
+      '(no config.json).']),
 ])
 def test_bad_command_lines_end_in_one_line(tmp_path, flags, expected):
   _assert_one_line(_run(*flags, f'--workdir={tmp_path}'), *expected)
