@@ -4,7 +4,8 @@
 
 The corpus (data/span_corruption.py): texts that mention one date twice, each mention in one of
 the dates task's styles or in ISO form ('tuesday, 5th of march 1996 ; 05.03.96'), from the
-training dates only; 15% of the characters dropped in spans of mean length 3, each span a sentinel <extra_id_i> in the inputs, the targets the sentinels and their spans. A
+training dates only; 15% of the characters dropped in spans of mean length 3, each span a
+sentinel <extra_id_i> in the inputs, the targets the sentinels and their spans. A
 T5 v1.1-style model (models/t5.py: GEGLU, untied output, relative position bias, RMS norm, no
 dropout in pretraining), 2 + 2 layers, d=128. configs/t5_dates.py fine-tunes it
 (`--config.init_from=workdirs/t5_pretrain`).

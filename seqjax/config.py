@@ -18,14 +18,14 @@ from typing import Any, Callable
 import ml_collections
 
 from seqjax import data as data_lib
+from seqjax import decode
 from seqjax import errors
+from seqjax import hf
 from seqjax import models
 
 
 # jax.random.key(seed, impl=...); 'auto' is resolved by the trainer (resolve_rng_impl).
 RNG_IMPLS = ('auto', 'threefry2x32', 'rbg', 'unsafe_rbg')
-# eval.length_penalty_form: beam search's length penalties (seqjax/decode.py LENGTH_PENALTIES).
-LENGTH_PENALTY_FORMS = ('gnmt', 'power')
 # Computation dtypes. float16 is not offered: without loss scaling its gradients underflow.
 DTYPES = ('float32', 'bfloat16')
 
@@ -278,9 +278,10 @@ def typed(config: ml_collections.ConfigDict) -> Config:
   model_name, data_name = model_args.pop('name'), data_args.pop('name')
   if model_name != models.FROM_HF:
     models.get(model_name)  # raises, listing the known models
-  elif not raw['init_from'].startswith('hf:'):
-    raise errors.UserError(f"model.name='{models.FROM_HF}' is the model of a HuggingFace directory: "
-                           f"set config.init_from=hf:PATH; got init_from={raw['init_from']!r}.")
+  elif not hf.is_hf(raw['init_from']):
+    raise errors.UserError(
+        f"model.name='{models.FROM_HF}' is the model of a HuggingFace directory: set "
+        f"config.init_from={hf.PREFIX}PATH; got init_from={raw['init_from']!r}.")
   model_args = _typed_model_args(model_name, model_args)
   data_config_cls = data_lib.get(data_name).config_class
   _check_keys('data', data_args, {f.name for f in dataclasses.fields(data_config_cls)},
@@ -296,9 +297,9 @@ def typed(config: ml_collections.ConfigDict) -> Config:
       for name, axes in raw['logical_axis_rules'])
   if raw['rng_impl'] not in RNG_IMPLS:
     raise errors.UserError(f'Unknown rng_impl {raw["rng_impl"]!r}; known: {", ".join(RNG_IMPLS)}.')
-  if raw['eval'].length_penalty_form not in LENGTH_PENALTY_FORMS:
+  if raw['eval'].length_penalty_form not in decode.LENGTH_PENALTIES:
     raise errors.UserError(f'Unknown eval.length_penalty_form {raw["eval"].length_penalty_form!r}; '
-                           f'known: {", ".join(LENGTH_PENALTY_FORMS)}.')
+                           f'known: {", ".join(decode.LENGTH_PENALTIES)}.')
   if raw['dtype'] not in DTYPES:
     raise errors.UserError(f'Unknown dtype {raw["dtype"]!r}; known: {", ".join(DTYPES)}.')
   _check_loss_chunk_size(raw['loss_chunk_size'], model_name)

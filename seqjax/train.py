@@ -244,8 +244,7 @@ def _hf_model(cfg: config_lib.Config, task: tasks.Task) -> nn.Module:
   directory decides every hyper-parameter, the config's model.name which head (BERT's masked-LM
   or classifier; configs/hf.py's 'hf': the checkpoint's own); the config's dtype and, for a
   classifier, its dataset's classes."""
-  directory = hf.directory(cfg.init_from)
-  model = hf.convert(directory, hf.head_for(directory, cfg.model_name)).model
+  model = hf.for_run(cfg.init_from, cfg.model_name).model
   if cfg.model_name != hf.MODEL_NAME and not isinstance(model, models.get(cfg.model_name)):
     raise errors.UserError(
         f'init_from={cfg.init_from} holds a {type(model).__name__}; model.name='
@@ -374,8 +373,7 @@ def make_decode_fn(exp: Experiment):
   forbidden = ()
   if hf.is_hf(exp.cfg.init_from):  # e.g. Marian's ban on padding (generation_config.json)
     directory = hf.directory(exp.cfg.init_from)
-    forbidden = hf.generation.forbidden_ids(directory, hf.convert(
-        directory, hf.head_for(directory, exp.cfg.model_name)).id_map)
+    forbidden = hf.generation.forbidden_ids(directory, hf.id_map(directory))
   fn = functools.partial(decode.generate, exp.model, beam_size=cfg.beam_size,
                          length_penalty=cfg.length_penalty,
                          length_penalty_form=cfg.length_penalty_form,
@@ -491,8 +489,7 @@ def initialise_from(exp: Experiment, state: TrainState) -> TrainState:
   holds (same path and shape) restored bit for bit; the others (new heads) stay as initialised.
   The optimizer starts fresh."""
   if hf.is_hf(exp.cfg.init_from):
-    directory = hf.directory(exp.cfg.init_from)
-    converted = hf.convert(directory, hf.head_for(directory, exp.cfg.model_name))
+    converted = hf.for_run(exp.cfg.init_from, exp.cfg.model_name)
     params, restored = checkpoint_lib.graft_params(
         checkpoint_lib.flat_params(converted.params), state.params, f'init_from={exp.cfg.init_from}')
   else:

@@ -44,7 +44,8 @@ if kind == 'seqjax':
   block = lambda loaded: jax.block_until_ready(jax.device_put(loaded[1]))
 else:
   import torch, transformers
-  cls = getattr(transformers, json.load(open(os.path.join(path, 'config.json')))['architectures'][0])
+  architecture = json.load(open(os.path.join(path, 'config.json')))['architectures'][0]
+  cls = getattr(transformers, architecture)
   load = lambda: cls.from_pretrained(path)
   block = lambda loaded: [float(p.detach().sum()) for p in loaded.parameters()]  # read them all
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -75,12 +76,17 @@ def _models(cache_dir: str) -> dict[str, str]:
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _last_line(kind: str, directory: str) -> str:
+  """The JSON line a fresh process running _LOAD_SNIPPET prints."""
+  return subprocess.run(
+      [sys.executable, '-c', _LOAD_SNIPPET, kind, directory], check=True, capture_output=True,
+      text=True, env={**os.environ, 'PYTHONPATH': _ROOT}).stdout.strip().splitlines()[-1]
+
+
 def _load_row(directory: str, rounds: int) -> dict:
   row = {'safetensors_mib': os.path.getsize(os.path.join(directory, 'model.safetensors')) / 2**20}
   for kind in ('seqjax', 'transformers'):
-    runs = [json.loads(subprocess.run(
-        [sys.executable, '-c', _LOAD_SNIPPET, kind, directory], check=True, capture_output=True,
-        text=True, env={**os.environ, 'PYTHONPATH': _ROOT}).stdout.strip().splitlines()[-1]) for _ in range(rounds)]
+    runs = [json.loads(_last_line(kind, directory)) for _ in range(rounds)]
     row[kind] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
   row['seconds_seqjax_over_transformers'] = (row['seqjax']['seconds']
                                              / row['transformers']['seconds'])

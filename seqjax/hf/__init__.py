@@ -16,6 +16,7 @@ where export is supported, `export(model, params) -> (config, tensors)`.
 
 import functools
 import importlib
+import json
 from types import ModuleType
 from typing import Any, Optional
 
@@ -92,10 +93,18 @@ def head_for(path: epath.PathLike, model_name: str) -> Optional[str]:
   return None
 
 
+def for_run(init_from: str, model_name: str) -> common.Converted:
+  """What a run with config.init_from=hf:PATH and that model.name starts from: the directory's
+  model with the head model.name asks for (`head_for`), converted once per process."""
+  path = directory(init_from)
+  return convert(path, head_for(path, model_name))
+
+
 def task_name(path: epath.PathLike) -> str:
   """The task that configs/hf.py runs with the directory's model (TASKS)."""
-  model_type = common.read_config(path).get('model_type')
-  family(common.read_config(path))  # an unsupported model_type fails first, naming it
+  config = common.read_config(path)
+  family(config)  # an unsupported model_type fails first, naming it
+  model_type = config.get('model_type')
   if model_type not in TASKS:
     raise errors.UserError(
         f'model.name={MODEL_NAME!r} runs {", ".join(TASKS)} directories (generate, translate, '
@@ -116,7 +125,9 @@ def load(path: epath.PathLike, head: Optional[str] = None) -> tuple[Any, dict]:
 
 
 def id_map(path: epath.PathLike) -> common.IdMap:
-  return convert(path).id_map
+  """The directory's token relabelling, from its config.json alone (no weights read)."""
+  config = common.read_config(path)
+  return family(config).vocabulary(config)
 
 
 def load_tokenizer(path: epath.PathLike):
@@ -129,7 +140,6 @@ def load_tokenizer(path: epath.PathLike):
 def save(model, params: dict, path: epath.PathLike) -> None:
   """Writes `model` with `params` as a HuggingFace directory (config.json, model.safetensors)."""
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
   for name in ('gpt2', 'bert'):  # imported in turn: the first that exports the model is used
     module = importlib.import_module(f'seqjax.hf.{name}')
     if module.exports(model):

@@ -89,10 +89,10 @@ class IdMap:
   def from_order(cls, hf_order: np.ndarray) -> 'IdMap':
     """hf_order[i] is the HuggingFace id that becomes seqjax id i."""
     to_hf = np.asarray(hf_order, np.int64)
+    if not np.array_equal(np.sort(to_hf), np.arange(len(to_hf))):
+      raise ValueError('hf_order is not a permutation.')
     to_seqjax = np.empty_like(to_hf)
     to_seqjax[to_hf] = np.arange(len(to_hf))
-    if sorted(to_hf.tolist()) != list(range(len(to_hf))):
-      raise ValueError('hf_order is not a permutation.')
     return cls(to_seqjax, to_hf)
 
   @classmethod

@@ -2,9 +2,9 @@
 
 As written in the paper: sinusoidal positions (sec. 3.5; `position_embedding='auto'` leaves them
 out when the attention function encodes positions itself: rope, alibi, relative, relative_bias,
-see layers/embed.py; relative_bias adds one T5 bias table per stack), one embedding table shared by the encoder, the decoder and the pre-softmax
-projection, scaled by sqrt(d_model) (sec. 3.4),
-post-LN residual blocks (pre-LN as an option), and dropout on every sub-layer output and on the
+see layers/embed.py; relative_bias adds one T5 bias table per stack), one embedding table
+shared by the encoder, the decoder and the pre-softmax projection, scaled by sqrt(d_model)
+(sec. 3.4), post-LN residual blocks (pre-LN as an option), and dropout on every sub-layer output and on the
 embedding sums (sec. 5.4). Attention has no dropout of its own, as in the paper.
 
 Shape legend: b batch, s source length, t target length, e model dim, v vocab.
